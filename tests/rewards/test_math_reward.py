@@ -1,0 +1,174 @@
+"""Tests for math_reward and VerifierPool (real Math-Verify plus injected worker targets)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tempo.rewards import VerifierPool, math_reward
+
+HALF_FORMS = ["1/2", "0.5", "\\frac{1}{2}"]
+
+
+def hang_on_marker(pred: str, gold: str) -> bool:
+    """Test worker target: hangs on ``HANG``, raises on ``BOOM``, exits on ``DIE``."""
+    if pred == "HANG":
+        time.sleep(600)
+    if pred == "BOOM":
+        raise ValueError("boom")
+    if pred == "DIE":
+        os._exit(3)
+    return pred.replace(" ", "") == gold.replace(" ", "")
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[VerifierPool]:
+    with VerifierPool(timeout=10.0) as p:
+        yield p
+
+
+@pytest.mark.parametrize("pred", HALF_FORMS)
+@pytest.mark.parametrize("gold", HALF_FORMS)
+def test_equivalent_forms_of_one_half(pool: VerifierPool, pred: str, gold: str) -> None:
+    assert pool.score([f"so \\boxed{{{pred}}}."], [gold]) == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold"),
+    [
+        ("\\boxed{14}", "14"),
+        ("\\boxed{ 14 }", "14"),
+        ("\\boxed{14}", " 14\n"),
+        ("\\boxed{1,000}", "1000"),
+        ("\\boxed{14.0}", "14"),
+        ("\\boxed{-3}", "-3"),
+        ("\\boxed{- 3}", "-3"),
+        ("\\boxed{-\\frac{1}{2}}", "-0.5"),
+        ("\\boxed{\\dfrac{3}{4}}", "0.75"),
+        ("\\boxed{2}", "\\sqrt{4}"),
+        ("\\boxed{1} at first, but then \\boxed{2}", "2"),
+    ],
+)
+def test_accepts_equivalent(pool: VerifierPool, completion: str, gold: str) -> None:
+    assert pool.score([completion], [gold]) == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold"),
+    [
+        ("\\boxed{3}", "4"),
+        ("\\boxed{0.51}", "1/2"),
+        ("\\boxed{0.51}", "\\frac{1}{2}"),
+        ("\\boxed{3}", "-3"),
+        ("\\boxed{-3}", "3"),
+        ("\\boxed{0.33}", "1/3"),
+        ("\\boxed{2} at first, but then \\boxed{1}", "2"),
+        ("the answer is 14", "14"),  # no box
+        ("\\boxed{14", "14"),  # unbalanced
+        ("\\boxed{}", "14"),
+        ("\\boxed{x}", "14"),
+        ("\\boxed{\\frac{}", "1"),
+    ],
+)
+def test_rejects_wrong(pool: VerifierPool, completion: str, gold: str) -> None:
+    assert pool.score([completion], [gold]) == [0.0]
+
+
+def test_batch_order_fast_path_and_counters() -> None:
+    with VerifierPool(workers=2) as p:
+        completions = ["\\boxed{14}", "\\boxed{0.5}", "none", "\\boxed{3}", "\\boxed{\\frac12}"]
+        golds = ["14", "1/2", "1", "4", "0.5"]
+        start = time.perf_counter()
+        assert p.score(completions, golds) == [1.0, 1.0, 0.0, 0.0, 1.0]
+        elapsed = time.perf_counter() - start
+        assert (p.fast_path, p.calls, p.timeouts, p.errors) == (1, 3, 0, 0)
+        assert elapsed < 30.0
+    with VerifierPool() as p:  # exact matches never start a worker
+        assert p.score(["\\boxed{ 7 }"], ["7"]) == [1.0]
+        assert p.calls == 0 and not p._live
+
+
+def test_math_reward() -> None:
+    assert math_reward("We get \\boxed{\\frac{1}{2}}.", "0.5") == 1.0
+    assert math_reward("We get \\boxed{0.51}.", "1/2") == 0.0
+    assert math_reward("We get 1/2.", "1/2") == 0.0
+    assert math_reward("\\boxed{-3}", "-3") == 1.0
+
+
+def test_timeout_kills_and_replaces_worker() -> None:
+    with VerifierPool(timeout=1.0, target=hang_on_marker) as p:
+        assert p.score_answers(["1"], ["1 "]) == [1.0]  # warm: start-up is not timed
+        start = time.perf_counter()
+        scores = p.score_answers(["a b", "HANG", "c"], ["ab", "HANG!", "c d"])
+        elapsed = time.perf_counter() - start
+        assert scores == [1.0, 0.0, 0.0]
+        assert p.timeouts == 1 and p.errors == 0
+        assert elapsed < 1.0 + 5.0
+        # The next call works on a fresh worker.
+        assert p.score_answers(["x y"], ["xy"]) == [1.0]
+        assert p.timeouts == 1
+
+
+def test_timeout_with_several_workers_keeps_other_results() -> None:
+    with VerifierPool(timeout=1.0, workers=2, target=hang_on_marker) as p:
+        answers = ["HANG", "a", "b", "HANG", "c"]
+        golds = ["x", "a", "z", "y", "c"]
+        start = time.perf_counter()
+        assert p.score_answers(answers, golds) == [0.0, 1.0, 0.0, 0.0, 1.0]
+        assert time.perf_counter() - start < 2 * 1.0 + 8.0
+        assert p.timeouts == 2
+
+
+def test_per_call_timeout_override() -> None:
+    with VerifierPool(timeout=60.0, target=hang_on_marker) as p:
+        p.score_answers(["1"], ["2"])
+        start = time.perf_counter()
+        assert p.score_answers(["HANG"], ["x"], timeout=0.5) == [0.0]
+        assert time.perf_counter() - start < 5.0
+        assert p.timeouts == 1
+
+
+def test_exceptions_and_dead_workers_count_as_errors() -> None:
+    with VerifierPool(target=hang_on_marker) as p:
+        assert p.score_answers(["BOOM", "a", "DIE", "b"], ["x", "a", "x", "b!"]) == [
+            0.0,
+            1.0,
+            0.0,
+            0.0,
+        ]
+        assert p.errors == 2 and p.timeouts == 0
+        assert p.score_answers(["q"], ["q "]) == [1.0]  # fast path
+        assert p.score_answers(["q r"], ["qr"]) == [1.0]  # worker replaced
+
+
+def test_closed_pool_and_bad_arguments() -> None:
+    p = VerifierPool(target=hang_on_marker)
+    p.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        p.score_answers(["a"], ["b"])
+    with pytest.raises(ValueError, match="golds"):
+        VerifierPool().score(["a"], [])
+    with pytest.raises(ValueError, match="timeout"):
+        VerifierPool(timeout=0)
+
+
+def test_unpicklable_target_fails_cleanly() -> None:
+    with VerifierPool(target=lambda pred, gold: True) as p:
+        with pytest.raises(Exception, match="pickle"):
+            p.score_answers(["a"], ["b"])
+        assert not p._live
+
+
+def test_pool_works_off_the_main_thread(pool: VerifierPool) -> None:
+    # Math-Verify's own signal-based timeouts would raise here; the pool's must not.
+    results: list[list[float]] = []
+    thread = threading.Thread(
+        target=lambda: results.append(pool.score(["\\boxed{0.5}", "\\boxed{2}"], ["1/2", "3"]))
+    )
+    thread.start()
+    thread.join(30.0)
+    assert results == [[1.0, 0.0]]
