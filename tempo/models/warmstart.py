@@ -1,0 +1,125 @@
+"""Warm-start the embedded model with a short supervised run, cached by its full recipe.
+
+RL from a random 1M-parameter model would see no reward at all; a few minutes of SFT on the
+task's worked solutions gives a partly competent policy. The result is keyed by everything
+that determines it (model config, tokenizer, task, SFT recipe), so the second run and every
+job of a sweep reuse it; a file lock makes concurrent jobs build it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from filelock import FileLock
+from torch.utils.data import DataLoader
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+from tempo.config_error import ConfigError
+from tempo.data.indexed import IndexedProblems
+from tempo.models.sft import SFTModule, SolutionCollator
+
+CACHE_FORMAT = 1  # bump when the warm-start code changes what a key produces
+
+
+@dataclass
+class WarmStartConfig:
+    """The SFT recipe; every field is part of the cache key."""
+
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ConfigError("warmstart.steps", self.steps, "an integer >= 0 (0 = no warm-start)")
+        if self.batch_size < 1:
+            raise ConfigError("warmstart.batch_size", self.batch_size, "an integer >= 1")
+        if not self.lr > 0:
+            raise ConfigError("warmstart.lr", self.lr, "a number > 0")
+
+
+def cache_key(model_config: dict[str, Any], vocab: dict[str, int], task: str, recipe: dict) -> str:
+    """Stable hash of everything that determines the warm-started weights."""
+    blob = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "model": model_config,
+            "vocab": vocab,
+            "task": task,
+            "sft": recipe,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def warm_started(
+    model_config,
+    tokenizer: PreTrainedTokenizerFast,
+    task,
+    recipe: WarmStartConfig,
+    cache_dir: str | os.PathLike,
+    accelerator: str = "cpu",
+) -> tuple[PreTrainedModel, Path]:
+    """Load the warm-started model for this recipe, training and caching it first if needed."""
+    config_dict = model_config.to_dict()
+    config_dict.pop("transformers_version", None)
+    key = cache_key(config_dict, tokenizer.get_vocab(), repr(task), asdict(recipe))
+    root = Path(cache_dir).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"warmstart-{key}"
+    with FileLock(str(target) + ".lock"):
+        if not (target / "meta.json").exists():
+            _train_and_save(model_config, tokenizer, task, recipe, target, accelerator)
+    model = AutoModelForCausalLM.from_pretrained(target, local_files_only=True)
+    return model, target
+
+
+def _train_and_save(model_config, tokenizer, task, recipe, target: Path, accelerator: str) -> None:
+    torch.manual_seed(recipe.seed)
+    model = AutoModelForCausalLM.from_config(model_config)
+    started = time.time()
+    if recipe.steps > 0:
+        print(f"[tempo] warm-start: {recipe.steps} SFT steps -> {target}", flush=True)
+        module = SFTModule(model, recipe.lr, recipe.steps, recipe.warmup_steps, recipe.weight_decay)
+        data = DataLoader(
+            IndexedProblems(
+                task.train_problem,
+                recipe.steps * recipe.batch_size,
+                offset=recipe.seed * 10_000_000,
+            ),
+            batch_size=recipe.batch_size,
+            collate_fn=SolutionCollator(tokenizer),
+        )
+        trainer = L.Trainer(
+            max_steps=recipe.steps,
+            max_epochs=1,
+            accelerator=accelerator,
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            callbacks=[L.pytorch.callbacks.RichProgressBar()],
+        )
+        trainer.fit(module, data)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    meta = {"recipe": asdict(recipe), "task": repr(task), "seconds": time.time() - started}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
