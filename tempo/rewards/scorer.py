@@ -1,0 +1,47 @@
+"""Scores a batch of completions: correctness via Math-Verify plus an optional format bonus."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tempo.rewards.boxed import extract_boxed
+from tempo.rewards.math_rewards import format_reward
+from tempo.rewards.verifier import VerifierPool
+
+
+@dataclass
+class ScoredBatch:
+    rewards: list[float]  # what the policy is trained on
+    correct: list[bool]  # answer equivalent to the gold (what accuracy counts)
+    answers: list[str | None]  # extracted final answers (None = no \boxed{})
+
+
+class RewardScorer:
+    """reward = correct + format_weight * has_boxed_answer, on a persistent verifier pool."""
+
+    def __init__(self, timeout: float = 5.0, workers: int = 1, format_weight: float = 0.0) -> None:
+        self.pool = VerifierPool(timeout=timeout, workers=workers)
+        self.format_weight = float(format_weight)
+
+    def __call__(self, completions: Sequence[str], golds: Sequence[str]) -> ScoredBatch:
+        answers = [extract_boxed(c) for c in completions]
+        correct = [s >= 1.0 for s in self.pool.score_answers(answers, golds)]
+        rewards = [float(c) for c in correct]
+        if self.format_weight:
+            rewards = [
+                r + self.format_weight * format_reward(c)
+                for r, c in zip(rewards, completions, strict=True)
+            ]
+        return ScoredBatch(rewards, correct, answers)
+
+    def stats(self) -> dict[str, float]:
+        """Cumulative counters of the verifier (timeouts, errors, items sent to workers)."""
+        return {
+            "reward/verifier_timeouts": float(self.pool.timeouts),
+            "reward/verifier_errors": float(self.pool.errors),
+            "reward/verifier_calls": float(self.pool.calls),
+        }
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,106 @@
+"""Plain, validated settings objects for the parts of a run that are not swappable classes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tempo.config_error import ConfigError
+
+
+def _positive_int(key: str, value: object, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(key, value, f"an integer >= {minimum}")
+
+
+@dataclass
+class RolloutConfig:
+    """How much is sampled per training step."""
+
+    prompts_per_step: int = 16  # distinct prompts per step; each is sampled group_size times
+    max_new_tokens: int = 48  # completion length cap; longer completions count as truncated
+
+    def __post_init__(self) -> None:
+        _positive_int("prompts_per_step", self.prompts_per_step)
+        _positive_int("max_new_tokens", self.max_new_tokens)
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation during training (sampling set apart from the training controller)."""
+
+    every: int = 25  # RL steps between evaluations; 0 = only at start and end
+    num_problems: int = 200  # held-out problems used (<= the task's test split)
+    samples: int = 8  # n samples per problem for avg@k / pass@k / maj@k
+    temperature: float = 1.0  # sampling temperature of those n samples
+    ks: Sequence[int] = field(default_factory=lambda: (1, 4, 8))  # k values (each <= samples)
+    greedy: bool = True  # also decode greedily (eval/<task>/accuracy)
+    batch_size: int = 50  # problems per evaluation batch
+    at_start: bool = True  # evaluate before the first update (step 0)
+
+    def __post_init__(self) -> None:
+        _positive_int("every", self.every, minimum=0)
+        _positive_int("num_problems", self.num_problems)
+        _positive_int("samples", self.samples)
+        _positive_int("batch_size", self.batch_size)
+        if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
+            raise ConfigError("temperature", self.temperature, "a number > 0")
+        self.ks = tuple(self.ks)
+        if not self.ks or any(
+            isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.samples
+            for k in self.ks
+        ):
+            raise ConfigError(
+                "ks", list(self.ks), f"a non-empty list of integers in [1, {self.samples}]"
+            )
+
+
+@dataclass
+class RewardConfig:
+    """The verifiable reward: Math-Verify correctness, plus an optional format bonus."""
+
+    timeout: float = 5.0  # wall-clock seconds per answer before the verifier worker is replaced
+    workers: int = 1  # verifier worker processes
+    format_weight: float = 0.0  # reward += format_weight * [completion has a \\boxed{}]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.timeout, (int, float)) or not self.timeout > 0:
+            raise ConfigError("timeout", self.timeout, "a number of seconds > 0")
+        _positive_int("workers", self.workers)
+        if not isinstance(self.format_weight, (int, float)) or self.format_weight < 0:
+            raise ConfigError("format_weight", self.format_weight, "a number >= 0")
+
+
+@dataclass
+class TrainerConfig:
+    """Where and how long to train; passed on to `lightning.Trainer`."""
+
+    max_steps: int = 100  # RL steps (each: one rollout batch and its `mu` updates)
+    accelerator: str = "cpu"  # cpu | gpu | auto
+    devices: int | str = 1
+    strategy: str = "auto"  # e.g. ddp
+    precision: str = "32-true"  # e.g. bf16-mixed on GPU
+    checkpoint_every: int = 50  # RL steps between checkpoints (the last one is always kept)
+    threads: int | None = None  # torch CPU threads (None = torch's default)
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        _positive_int("max_steps", self.max_steps)
+        _positive_int("checkpoint_every", self.checkpoint_every)
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
+
+
+@dataclass
+class LoggerConfig:
+    """External experiment tracker; `metrics.jsonl` is written whatever this says."""
+
+    backend: str = "wandb"  # wandb | jsonl (jsonl = no external tracker)
+    project: str = "tempo"
+    entity: str | None = None
+    mode: str = "auto"  # auto (online if logged in, else offline) | online | offline | disabled
+    tags: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("wandb", "jsonl"):
+            raise ConfigError("backend", self.backend, "one of wandb, jsonl")
