@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 import signal
 import threading
 import time
@@ -26,6 +27,7 @@ from tempo.rewards.boxed import extract_boxed
 # A check run inside a worker: (extracted answer, gold answer) -> equivalent?
 Target = Callable[[str, str], bool]
 
+_INTEGER = re.compile(r"-?\d{1,100}")  # bounded: int() of huge digit strings is slow
 _READY = "ready"
 _JOIN_S = 2.0
 
@@ -144,7 +146,8 @@ class VerifierPool:
     ) -> list[float]:
         """Like ``score`` for already-extracted answers (None = no answer, scores 0.0).
 
-        Exact matches after stripping whitespace score 1.0 without a worker; the rest go to
+        Exact matches after stripping whitespace, and pairs of plain integers (compared by
+        value), are scored without a worker; the rest go to
         the workers with a per-item wall-clock ``timeout`` (default: the pool's).
         """
         if len(answers) != len(golds):
@@ -160,6 +163,11 @@ class VerifierPool:
                 continue
             if pred == ref:
                 scores[i] = 1.0
+                self.fast_path += 1
+                continue
+            if _INTEGER.fullmatch(pred) and _INTEGER.fullmatch(ref):
+                # Two plain integers: equal values or not, exactly what Math-Verify would say.
+                scores[i] = float(int(pred) == int(ref))
                 self.fast_path += 1
                 continue
             todo.append(i)

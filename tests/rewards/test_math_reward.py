@@ -85,10 +85,16 @@ def test_batch_order_fast_path_and_counters() -> None:
         start = time.perf_counter()
         assert p.score(completions, golds) == [1.0, 1.0, 0.0, 0.0, 1.0]
         elapsed = time.perf_counter() - start
-        assert (p.fast_path, p.calls, p.timeouts, p.errors) == (1, 3, 0, 0)
+        # "14" (identical) and "3" vs "4" (two integers) need no worker
+        assert (p.fast_path, p.calls, p.timeouts, p.errors) == (2, 2, 0, 0)
         assert elapsed < 30.0
-    with VerifierPool() as p:  # exact matches never start a worker
+    with VerifierPool() as p:  # exact matches and integer pairs never start a worker
         assert p.score(["\\boxed{ 7 }"], ["7"]) == [1.0]
+        assert p.score(["\\boxed{007}", "\\boxed{-3}", "\\boxed{-0}"], ["7", "3", "0"]) == [
+            1.0,
+            0.0,
+            1.0,
+        ]
         assert p.calls == 0 and not p._live
 
 
