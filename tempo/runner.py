@@ -109,6 +109,7 @@ def run_training(
         if parts.evaluation.at_start:
             trainer.validate(module, datamodule=data, verbose=False)
         trainer.fit(module, datamodule=data)
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # the final state
         if module.last_eval_step != module.rl_step:
             trainer.validate(module, datamodule=data, verbose=False)
         status = "finished"

@@ -33,6 +33,9 @@ class PromptDataModule(L.LightningDataModule):
         self.prompts_per_step, self.steps = prompts_per_step, steps
         self.num_eval, self.eval_batch_size, self.seed = num_eval, eval_batch_size, seed
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # host-side Problem records; the module makes tensors per step
+
     def train_dataloader(self) -> DataLoader:
         problems = IndexedProblems(
             self.task.train_problem,

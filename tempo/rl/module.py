@@ -83,9 +83,6 @@ class RLVRModule(L.LightningModule):
             self.model.parameters(), lr=self.grpo.lr, weight_decay=self.grpo.weight_decay
         )
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch  # batches are host-side Problem records; tensors are made per step
-
     @property
     def rl_step(self) -> int:
         """Number of completed RL steps (policy updates come `mu` per step)."""
@@ -231,7 +228,7 @@ class RLVRModule(L.LightningModule):
                     max_length=self.rollout_cfg.max_new_tokens,
                 )
                 self.manual_backward(loss)
-                pass_loss += float(loss)
+                pass_loss += float(loss.detach())
                 weight = float(part.mask.sum()) / total_tokens
                 sums["loss/clip_frac"] += float(stats["clip_frac"]) * weight / cfg.mu
                 sums["loss/kl"] += float(stats["kl"]) * weight / cfg.mu
