@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine:
+#   make train   - builds .venv if needed, then runs the main job on the embedded default
+#   make test    - builds .venv if needed, then runs the test suite (CPU, offline)
+# Extra Hydra overrides go in ARGS, e.g. make train ARGS="method.temperature=0.7 seed=1".
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build already on these machines; on a GPU box use e.g. TORCH_SPEC="torch==2.13.0".
+TORCH_SPEC ?= torch==2.13.0
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: install train test lint format bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+train: install
+	$(OFFLINE) $(BIN)/tempo-train $(ARGS)
+
+test: install
+	$(OFFLINE) WANDB_MODE=disabled $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check tempo tests experiments
+	$(BIN)/ruff format --check tempo tests experiments
+
+format: install
+	$(BIN)/ruff check --fix tempo tests experiments
+	$(BIN)/ruff format tempo tests experiments
+
+bench: install
+	$(OFFLINE) $(BIN)/python experiments/bench/sampler_vs_generate.py
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache
