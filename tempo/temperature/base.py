@@ -1,9 +1,19 @@
 """The one interface every temperature method implements.
 
 The sampler calls `temperature(...)` once per decoding step and knows nothing about which
-method runs; the training loop calls `begin_step`, `update` and `loss` around it. State that
-must survive a restart (schedule position, EMA vectors, head weights, RNG) goes through
-`state_dict` / `load_state_dict` so Lightning checkpoints carry it.
+method runs. The training step calls, in order:
+
+    begin_step(step)                       before the rollout (schedules move here)
+    temperature(logits, hidden, T_prev, t) per decoding step, inside the sampler
+    logit_statistics(logits, tokens, mask) per micro-batch, on the policy logits of the
+                                           update's first (pre-update) forward pass
+    update(rollout, advantages, stats)     after rewards and the policy update (EMAs, targets)
+    phase(step) / loss(...)                for methods with trained parameters (their own
+                                           optimiser comes from `configure_optimizer`)
+
+State that must survive a restart (schedule position, EMA vectors, head weights, RNG) lives in
+parameters/buffers or goes through `extra_state` / `load_extra_state`, so it rides along in
+the LightningModule's state_dict and therefore in every checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +23,10 @@ from typing import Any
 
 import torch
 from torch import nn
+
+#: Coordinate-ascent phases: which side of the model a training step updates.
+POLICY_PHASE = "policy"
+HEAD_PHASE = "head"
 
 
 @dataclass
@@ -38,8 +52,8 @@ class TemperatureController(nn.Module):
     #: True if T can differ between tokens of one completion (per-token methods).
     per_token: bool = False
 
-    def setup(self, hidden_size: int, vocab_size: int) -> None:
-        """Called once the policy exists, with the sizes learned parts need."""
+    def setup(self, hidden_size: int, vocab_size: int, total_steps: int) -> None:
+        """Called once the policy exists, with the sizes learned parts and schedules need."""
 
     def begin_step(self, step: int) -> dict[str, float]:
         """Called before the rollout of training step `step`; returns metrics to log."""
@@ -57,16 +71,64 @@ class TemperatureController(nn.Module):
         position: int,
     ) -> TemperatureDecision:
         """Temperatures [B] for the next token given logits [B, V] and hidden state [B, d]."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement temperature()")
 
-    def update(self, rollout: Any, advantages: torch.Tensor) -> dict[str, float]:
-        """Adapt after rewards are known (schedules, EMAs); returns metrics to log."""
+    def logit_statistics(
+        self, logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Per-completion statistics [b, K] from the pre-update policy logits [b, L, V].
+
+        Called (under no_grad) inside the forward pass the policy update already makes, so
+        methods that need the logits of every completion token (TAMPO's likelihood under each
+        candidate temperature) never keep full-vocabulary tensors around. Rows the update
+        skips (zero advantage without a KL term) reach `update` as NaN. None = not needed.
+        """
+        return None
+
+    def update(
+        self,
+        rollout: Any,
+        advantages: torch.Tensor,
+        statistics: torch.Tensor | None = None,
+    ) -> dict[str, float]:
+        """Adapt after rewards are known (schedules, EMAs); returns metrics to log.
+
+        `statistics` is the [B, K] stack of `logit_statistics` rows (NaN where not computed).
+        """
         return {}
 
+    # ------------------------------------------------------------- learned methods only
     def has_loss(self) -> bool:
         """True for methods with trainable parameters optimised by `loss`."""
         return any(p.requires_grad for p in self.parameters())
 
+    def configure_optimizer(self) -> torch.optim.Optimizer | None:
+        """The optimiser of this method's own parameters (None for rule-based methods)."""
+        return None
+
+    def phase(self, step: int) -> str:
+        """Which side training step `step` updates: POLICY_PHASE or HEAD_PHASE."""
+        return POLICY_PHASE
+
+    def loss(
+        self,
+        hidden: torch.Tensor,
+        rollout: Any,
+        advantages: torch.Tensor,
+        **aggregation: Any,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Surrogate loss of the method's parameters on a (micro-)batch.
+
+        `hidden` [b, L, d] are the (detached) last-layer states that preceded each completion
+        token; `aggregation` carries the GRPO aggregation settings and full-batch totals.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no trainable loss")
+
+    def for_evaluation(self) -> TemperatureController | None:
+        """The controller held-out sampling uses; None = a fixed `eval.temperature`."""
+        return None
+
+    # ------------------------------------------------------------- checkpoint state
     def extra_state(self) -> dict[str, Any]:
         """Non-tensor state to checkpoint (positions, targets, RNG); see `load_extra_state`."""
         return {}

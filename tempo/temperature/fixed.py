@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from tempo.config_error import ConfigError
 from tempo.temperature.base import TemperatureController, TemperatureDecision
-
-
-def check_temperature(key: str, value: float) -> float:
-    """Validate a sampling temperature: finite and > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(key, value, "a finite number > 0")
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(key, value, "a finite number > 0")
-    return float(value)
+from tempo.temperature.checks import check_temperature
 
 
 class FixedTemperature(TemperatureController):
