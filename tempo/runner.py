@@ -67,9 +67,7 @@ def run_training(
 
     model, tokenizer = parts.model.build(parts.task, parts.trainer.accelerator)
     model.train()
-    parts.method.setup(
-        model.config.hidden_size, model.config.vocab_size, parts.trainer.max_steps
-    )
+    parts.method.setup(model.config.hidden_size, model.config.vocab_size, parts.trainer.max_steps)
     scorer = RewardScorer(parts.reward.timeout, parts.reward.workers, parts.reward.format_weight)
     module = RLVRModule(
         model,
