@@ -127,13 +127,13 @@ def run_training(
 
 
 def _make_trainer(parts: RunParts, run_dir: Path, loggers: list) -> L.Trainer:
-    mu, steps = parts.algorithm.mu, parts.trainer.max_steps
+    steps = parts.trainer.max_steps  # Lightning counts one optimiser step per RL step
     every = parts.evaluation.every
     callbacks: list = [
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="step{step}",
-            every_n_train_steps=parts.trainer.checkpoint_every * mu,
+            every_n_train_steps=parts.trainer.checkpoint_every,
             save_top_k=1,
             save_last=True,
         )
@@ -142,7 +142,7 @@ def _make_trainer(parts: RunParts, run_dir: Path, loggers: list) -> L.Trainer:
         callbacks.append(RichProgressBar())
     return L.Trainer(
         default_root_dir=run_dir,
-        max_steps=steps * mu,
+        max_steps=steps,
         max_epochs=1,
         accelerator=parts.trainer.accelerator,
         devices=parts.trainer.devices,

@@ -14,13 +14,10 @@ _BOXED = "\\boxed{"
 _BRACE_TOKENS = re.compile(r"\\.|[{}]", re.DOTALL)
 
 
-def extract_boxed(text: str) -> str | None:
-    """Return the content of the last ``\\boxed{...}`` in ``text``, or None.
+def boxed_span(text: str) -> tuple[int, int | None] | None:
+    """Character range (start, end) of the last ``\\boxed{...}``'s content, or None.
 
-    Braces inside the box may nest (``\\boxed{\\frac{1}{2}}`` gives ``\\frac{1}{2}``); escaped
-    braces (``\\{``, ``\\}``) are content, not structure. Returns None when there is no box or
-    when the last box is never closed (e.g. a truncated completion): an earlier box is then
-    not used, since the model's final answer is incomplete.
+    ``end`` is None when that box is never closed (e.g. a truncated completion).
     """
     start = text.rfind(_BOXED)
     if start < 0:
@@ -34,5 +31,19 @@ def extract_boxed(text: str) -> str | None:
         elif token == "}":
             depth -= 1
             if depth == 0:
-                return text[body_start : match.start()]
-    return None
+                return body_start, match.start()
+    return body_start, None
+
+
+def extract_boxed(text: str) -> str | None:
+    """Return the content of the last ``\\boxed{...}`` in ``text``, or None.
+
+    Braces inside the box may nest (``\\boxed{\\frac{1}{2}}`` gives ``\\frac{1}{2}``); escaped
+    braces (``\\{``, ``\\}``) are content, not structure. Returns None when there is no box or
+    when the last box is never closed (e.g. a truncated completion): an earlier box is then
+    not used, since the model's final answer is incomplete.
+    """
+    span = boxed_span(text)
+    if span is None or span[1] is None:
+        return None
+    return text[span[0] : span[1]]

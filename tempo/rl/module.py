@@ -27,6 +27,12 @@ from tempo.metrics import (
     pass_at_k,
     unique_answers,
 )
+from tempo.metrics.temperature_profile import (
+    temperature_by_class,
+    temperature_by_position,
+    token_classes,
+    token_pieces,
+)
 from tempo.models.policy import forward_hidden, lm_head
 from tempo.rewards.scorer import RewardScorer
 from tempo.rl.grpo import GRPOConfig, group_advantages, policy_loss, zero_std_fraction
@@ -34,7 +40,7 @@ from tempo.rl.logprobs import token_logprobs
 from tempo.rl.settings import EvalConfig, RolloutConfig
 from tempo.sampling.rollout import Rollout
 from tempo.sampling.sampler import Sampler
-from tempo.temperature.base import TemperatureController
+from tempo.temperature.base import HEAD_PHASE, TemperatureController
 from tempo.temperature.fixed import FixedTemperature
 
 
@@ -65,12 +71,16 @@ class RLVRModule(L.LightningModule):
         self.sampler = Sampler(
             rollout.max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id
         )
-        self.eval_controller = FixedTemperature(evaluation.temperature)
+        self.eval_controller = controller.for_evaluation() or FixedTemperature(
+            evaluation.temperature
+        )
         self.ref_model = None
         if grpo.beta > 0:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.generator: torch.Generator | None = None
         self._eval_records: list[dict] = []
+        self._token_pieces: list[str] | None = None
+        self._batch_rows = 0
         self.last_eval_step = -1
 
     # ------------------------------------------------------------------ set-up
@@ -79,14 +89,16 @@ class RLVRModule(L.LightningModule):
             self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(
+        policy = torch.optim.AdamW(
             self.model.parameters(), lr=self.grpo.lr, weight_decay=self.grpo.weight_decay
         )
+        head = self.controller.configure_optimizer()
+        return policy if head is None else [policy, head]
 
     @property
     def rl_step(self) -> int:
-        """Number of completed RL steps (policy updates come `mu` per step)."""
-        return self.global_step // self.grpo.mu
+        """Number of completed RL steps (Lightning counts one optimiser step per RL step)."""
+        return self.global_step
 
     # ------------------------------------------------------------------ helpers
     def _encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,12 +123,19 @@ class RLVRModule(L.LightningModule):
         finally:
             self.model.train(was_training)
 
+    def _completion_hidden(self, model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
+        """Last-layer states [b, L, d] that preceded each completion token."""
+        ids, attn = rollout.input_ids()
+        start = rollout.prompt_ids.shape[1] - 1
+        return forward_hidden(model, ids, attn)[:, start:-1]
+
+    def _completion_logits(self, model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
+        """Logits [b, L, V] that produced each completion token, under `model`."""
+        return lm_head(model)(self._completion_hidden(model, rollout))
+
     def _completion_logprobs(self, model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
         """log softmax(z / T[b, t])[token] for every completion token, under `model`."""
-        ids, attn = rollout.input_ids()
-        hidden = forward_hidden(model, ids, attn)
-        start = rollout.prompt_ids.shape[1] - 1
-        logits = lm_head(model)(hidden[:, start:-1])
+        logits = self._completion_logits(model, rollout)
         return token_logprobs(logits, rollout.tokens, rollout.temperatures)
 
     def _emit(self, metrics: dict[str, float], step: int) -> None:
@@ -129,6 +148,7 @@ class RLVRModule(L.LightningModule):
         step, group = self.rl_step, self.grpo.group_size
         metrics: dict[str, float] = {}
         metrics.update(self.controller.begin_step(step))
+        phase = self.controller.phase(step)
 
         prompts = [p.prompt for p in batch for _ in range(group)]
         golds = [p.answer for p in batch for _ in range(group)]
@@ -144,8 +164,15 @@ class RLVRModule(L.LightningModule):
             eps=self.grpo.eps,
             unbiased_std=self.grpo.unbiased_std,
         )
-        metrics.update(self.controller.update(rollout, advantages))
-        metrics.update(self._update_policy(rollout, advantages))
+        policy_opt, *head_opt = self._optimizers()
+        if phase == HEAD_PHASE:
+            update_metrics, statistics = self._update_head(rollout, advantages, head_opt[0])
+        else:
+            update_metrics, statistics = self._update_policy(rollout, advantages, policy_opt)
+        metrics.update(update_metrics)
+        if getattr(self.controller, "statistics_source", "rollout") == "post_update":
+            statistics = self._statistics(rollout, self._signal_rows(advantages))
+        metrics.update(self.controller.update(rollout, advantages, statistics))
 
         mask = rollout.mask
         metrics.update(
@@ -161,10 +188,13 @@ class RLVRModule(L.LightningModule):
                 "explore/temperature_mean": masked_mean(rollout.temperatures, mask),
                 "explore/temperature_std": masked_std(rollout.temperatures, mask),
                 "explore/unique_answers": unique_answers(scored.answers, group),
+                "method/phase_head": float(phase == HEAD_PHASE),
                 "time/rollout_s": rollout_seconds,
                 "time/step_s": time.perf_counter() - started,
             }
         )
+        if self.controller.per_token:
+            metrics.update(self._temperature_profile(rollout))
         metrics.update(self.scorer.stats())
         self._emit(metrics, step)
         self.log_dict(
@@ -174,45 +204,105 @@ class RLVRModule(L.LightningModule):
             batch_size=len(prompts),
         )
 
-    def _update_policy(self, rollout: Rollout, advantages: torch.Tensor) -> dict[str, float]:
-        """`mu` optimiser steps on the clipped surrogate over micro-batches of the rollout."""
+    def _optimizers(self) -> list:
+        opts = self.optimizers()
+        return list(opts) if isinstance(opts, (list, tuple)) else [opts]
+
+    def _temperature_profile(self, rollout: Rollout) -> dict[str, float]:
+        """Mean T by position bucket and by token class (per-token methods only)."""
+        if self._token_pieces is None:
+            self._token_pieces = token_pieces(self.tokenizer)
+        classes = token_classes(rollout.tokens, rollout.mask, self._token_pieces)
+        profile = temperature_by_class(rollout.temperatures, classes, rollout.mask)
+        profile.update(
+            temperature_by_position(
+                rollout.temperatures, rollout.mask, self.rollout_cfg.max_new_tokens
+            )
+        )
+        return profile
+
+    def _signal_rows(self, advantages: torch.Tensor, with_kl: bool = False) -> torch.Tensor:
+        """Rows that can move the loss: all with a KL term, else those with A != 0."""
+        rows = torch.arange(advantages.shape[0], device=self.device)
+        return rows if with_kl and self.grpo.beta > 0 else rows[advantages != 0]
+
+    def _chunks(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        size = self.grpo.micro_batch_size
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+    def _wants_statistics(self) -> bool:
+        return getattr(self.controller, "statistics_source", "rollout") == "rollout"
+
+    def _collect(
+        self, store: torch.Tensor | None, rows: torch.Tensor, logits: torch.Tensor, part: Rollout
+    ) -> torch.Tensor | None:
+        """Add the controller's per-completion statistics of `rows` to `store` ([B, K], NaN)."""
+        with torch.no_grad():
+            stats = self.controller.logit_statistics(logits.detach(), part.tokens, part.mask)
+        if stats is None:
+            return store
+        if store is None:
+            size = (self._batch_rows, stats.shape[-1])
+            store = torch.full(size, float("nan"), device=stats.device, dtype=stats.dtype)
+        store[rows] = stats
+        return store
+
+    @torch.no_grad()
+    def _statistics(self, rollout: Rollout, rows: torch.Tensor) -> torch.Tensor | None:
+        """A separate no-grad pass for controllers that want post-update statistics."""
+        self._batch_rows, store = rollout.tokens.shape[0], None
+        for idx in self._chunks(rows):
+            part = rollout.select(idx)
+            store = self._collect(store, idx, self._completion_logits(self.model, part), part)
+        return store
+
+    @staticmethod
+    def _tick(opt) -> None:
+        """Count an RL step that has nothing to learn: a step with no gradients is a no-op."""
+        opt.zero_grad(set_to_none=True)
+        opt.step()
+
+    def _update_policy(
+        self, rollout: Rollout, advantages: torch.Tensor, opt
+    ) -> tuple[dict[str, float], torch.Tensor | None]:
+        """`mu` optimiser steps on the clipped surrogate over micro-batches of the rollout.
+
+        The controller's logit statistics are taken from the pre-update logits: the old-policy
+        pass when mu > 1, else the first (and only) pass. Only the last pass's optimiser step
+        is counted by Lightning, so `global_step` counts RL steps.
+        """
         cfg = self.grpo
-        opt = self.optimizers()
-        total_sequences = rollout.tokens.shape[0]
+        self._batch_rows = total_sequences = rollout.tokens.shape[0]
         total_tokens = max(1, int(rollout.mask.sum()))
-        # Rows with zero advantage add exactly zero to the loss when there is no KL term.
-        rows = torch.arange(total_sequences, device=self.device)
-        if cfg.beta == 0:
-            rows = rows[advantages != 0]
+        rows = self._signal_rows(advantages, with_kl=True)
+        zero = {"loss/policy": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0, "loss/grad_norm": 0.0}
         if len(rows) == 0:  # nothing to learn from this batch; the step still counts
-            for _ in range(cfg.mu):
-                opt.zero_grad()
-                opt.step()
-            return {
-                "loss/policy": 0.0,
-                "loss/kl": 0.0,
-                "loss/clip_frac": 0.0,
-                "loss/grad_norm": 0.0,
-            }
-        chunks = [
-            rows[i : i + cfg.micro_batch_size] for i in range(0, len(rows), cfg.micro_batch_size)
-        ]
-        old = {}
-        ref = {}
+            self._tick(opt)
+            return zero, None
+        chunks = self._chunks(rows)
+        wants_stats = self._wants_statistics()
+        statistics = None
+        old, ref = {}, {}
         with torch.no_grad():
             for i, idx in enumerate(chunks):
                 part = rollout.select(idx)
                 if cfg.mu > 1:
-                    old[i] = self._completion_logprobs(self.model, part)
+                    logits = self._completion_logits(self.model, part)
+                    old[i] = token_logprobs(logits, part.tokens, part.temperatures)
+                    if wants_stats:
+                        statistics = self._collect(statistics, idx, logits, part)
                 if self.ref_model is not None:
                     ref[i] = self._completion_logprobs(self.ref_model, part)
         sums: dict[str, float] = defaultdict(float)
-        for _ in range(cfg.mu):
+        for pass_ in range(cfg.mu):
             opt.zero_grad()
             pass_loss = 0.0
             for i, idx in enumerate(chunks):
                 part = rollout.select(idx)
-                logp = self._completion_logprobs(self.model, part)
+                logits = self._completion_logits(self.model, part)
+                logp = token_logprobs(logits, part.tokens, part.temperatures)
+                if cfg.mu == 1 and wants_stats:
+                    statistics = self._collect(statistics, idx, logits, part)
                 loss, stats = policy_loss(
                     logp,
                     old.get(i, logp.detach()),
@@ -233,10 +323,63 @@ class RLVRModule(L.LightningModule):
                 sums["loss/clip_frac"] += float(stats["clip_frac"]) * weight / cfg.mu
                 sums["loss/kl"] += float(stats["kl"]) * weight / cfg.mu
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-            opt.step()
+            self._step(opt, counted=pass_ == cfg.mu - 1)
             sums["loss/policy"] += pass_loss / cfg.mu
             sums["loss/grad_norm"] += float(norm) / cfg.mu
-        return dict(sums)
+        return dict(sums), statistics
+
+    @staticmethod
+    def _step(opt, counted: bool) -> None:
+        """Lightning counts `opt.step()`; earlier passes of one RL step step the raw optimiser."""
+        if counted:
+            opt.step()
+        else:
+            opt.optimizer.step()
+
+    def _update_head(
+        self, rollout: Rollout, advantages: torch.Tensor, opt
+    ) -> tuple[dict[str, float], torch.Tensor | None]:
+        """`mu` optimiser steps of the temperature head with the policy frozen.
+
+        The policy's hidden states are recomputed under no_grad in every pass (the policy does
+        not change inside the phase), so only one micro-batch of them is alive at a time.
+        """
+        cfg = self.grpo
+        self._batch_rows = total_sequences = rollout.tokens.shape[0]
+        total_tokens = max(1, int(rollout.mask.sum()))
+        rows = self._signal_rows(advantages)
+        zero = {"method/head_loss": 0.0, "method/head_clip_frac": 0.0, "method/head_grad_norm": 0.0}
+        if len(rows) == 0:
+            self._tick(opt)
+            return zero, None
+        params = [p for p in self.controller.parameters() if p.requires_grad]
+        max_norm = float(getattr(self.controller, "max_grad_norm", cfg.max_grad_norm))
+        aggregation = {
+            "aggregation": cfg.aggregation,
+            "total_sequences": total_sequences,
+            "total_tokens": total_tokens,
+            "max_length": self.rollout_cfg.max_new_tokens,
+        }
+        statistics = None
+        sums: dict[str, float] = defaultdict(float)
+        for pass_ in range(cfg.mu):
+            opt.zero_grad()
+            for idx in self._chunks(rows):
+                part = rollout.select(idx)
+                with torch.no_grad():
+                    hidden = self._completion_hidden(self.model, part)
+                    if pass_ == 0 and self._wants_statistics():
+                        logits = lm_head(self.model)(hidden)
+                        statistics = self._collect(statistics, idx, logits, part)
+                loss, stats = self.controller.loss(hidden, part, advantages[idx], **aggregation)
+                self.manual_backward(loss)
+                weight = float(part.mask.sum()) / total_tokens
+                sums["method/head_loss"] += float(loss.detach()) / cfg.mu
+                sums["method/head_clip_frac"] += float(stats["clip_frac"]) * weight / cfg.mu
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            self._step(opt, counted=pass_ == cfg.mu - 1)
+            sums["method/head_grad_norm"] += float(norm) / cfg.mu
+        return dict(sums), statistics
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: list[Problem], batch_idx: int) -> None:
@@ -274,12 +417,20 @@ class RLVRModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.generator is not None:
             checkpoint["tempo_sampler_rng"] = self.generator.get_state()
+        # Controllers that draw from torch's global RNG (e.g. the introspective head).
+        checkpoint["tempo_torch_rng"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            checkpoint["tempo_cuda_rng"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("tempo_sampler_rng")
         if state is not None:
             self.setup("fit")
             self.generator.set_state(state)
+        if "tempo_torch_rng" in checkpoint:
+            torch.set_rng_state(checkpoint["tempo_torch_rng"])
+        if "tempo_cuda_rng" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["tempo_cuda_rng"])
 
 
 def evaluation_metrics(records: list[dict], cfg: EvalConfig, prefix: str) -> dict[str, float]:

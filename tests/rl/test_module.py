@@ -42,13 +42,13 @@ class LengthParityScorer:
         pass
 
 
-def _fit(model, tokenizer, scorer, tmp_path, steps=2, mu=1, lr=1e-2):
+def _fit(model, tokenizer, scorer, tmp_path, steps=2, mu=1, lr=1e-2, controller=None):
     task = ArithmeticTask(num_test=4)
     grpo = GRPOConfig(group_size=4, mu=mu, lr=lr, micro_batch_size=5)
     module = RLVRModule(
         model,
         tokenizer,
-        FixedTemperature(1.0),
+        controller or FixedTemperature(1.0),
         grpo,
         RolloutConfig(2, 12),
         EvalConfig(every=0, num_problems=4, samples=2, ks=(1, 2)),
@@ -58,7 +58,7 @@ def _fit(model, tokenizer, scorer, tmp_path, steps=2, mu=1, lr=1e-2):
     data = PromptDataModule(task, 2, steps, 4, 4)
     log = JsonlLogger(tmp_path)
     trainer = L.Trainer(
-        max_steps=steps * mu,
+        max_steps=steps,
         max_epochs=1,
         logger=[log],
         accelerator="cpu",
@@ -78,7 +78,7 @@ def test_step_updates_policy_and_logs_what_it_saw(tiny_model, char_tokenizer, tm
     before = [p.detach().clone() for p in model.parameters()]
     scorer = LengthParityScorer()
     module, log = _fit(model, char_tokenizer, scorer, tmp_path, mu=mu)
-    assert module.global_step == 2 * mu and module.rl_step == 2
+    assert module.global_step == 2 and module.rl_step == 2  # one counted step per RL step
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     first = scorer.seen[0]
     assert len(first) == 8  # 2 prompts x group of 4

@@ -1,0 +1,102 @@
+"""How the RL step drives controllers: logit statistics, coordinate-ascent phases, own optimiser."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from tempo.models.policy import forward_hidden, lm_head
+from tempo.temperature.base import (
+    HEAD_PHASE,
+    POLICY_PHASE,
+    TemperatureController,
+    TemperatureDecision,
+)
+from tests.rl.test_module import LengthParityScorer, _fit
+
+
+class LearnedScale(TemperatureController):
+    """A toy learned controller: T = exp(w), one parameter, phases alternate 1:1."""
+
+    name = "toy"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.1))
+        self.seen: list[tuple[str, object, torch.Tensor, torch.Tensor | None]] = []
+        self.step = 0
+
+    def begin_step(self, step):
+        self.step = step
+        return {}
+
+    def phase(self, step):
+        return POLICY_PHASE if step % 2 == 0 else HEAD_PHASE
+
+    def configure_optimizer(self):
+        return torch.optim.SGD([self.w], lr=0.5)
+
+    def temperature(self, logits, hidden, prev_temperature, position):
+        return TemperatureDecision(self.w.detach().exp().expand(logits.shape[0]).clone())
+
+    def logit_statistics(self, logits, tokens, mask):
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, tokens[..., None])[..., 0]
+        return ((logp * mask).sum(-1) / mask.sum(-1).clamp(min=1))[:, None]
+
+    def loss(self, hidden, rollout, advantages, **aggregation):
+        assert not hidden.requires_grad
+        per_row = (hidden.mean(-1) * rollout.mask).sum(-1)
+        loss = -(self.w * advantages * per_row).sum() / aggregation["total_sequences"]
+        return loss, {"clip_frac": torch.tensor(0.0)}
+
+    def update(self, rollout, advantages, statistics=None):
+        self.seen.append((self.phase(self.step), rollout, advantages, statistics))
+        return {"method/w": float(self.w.detach())}
+
+
+def test_phases_freeze_the_other_side_bit_for_bit(tiny_model, char_tokenizer, tmp_path):
+    model = copy.deepcopy(tiny_model).train()
+    ctl = LearnedScale()
+    snapshots = []
+
+    class Recorder(LengthParityScorer):
+        def __call__(self, completions, golds):
+            snapshots.append(
+                ([p.detach().clone() for p in model.parameters()], ctl.w.detach().clone())
+            )
+            return super().__call__(completions, golds)
+
+    module, log = _fit(model, char_tokenizer, Recorder(), tmp_path, steps=4, controller=ctl)
+    snapshots.append(([p.detach().clone() for p in model.parameters()], ctl.w.detach().clone()))
+    assert module.rl_step == 4 and [s[0] for s in ctl.seen] == ["policy", "head"] * 2
+    for step in range(4):
+        (before, w_before), (after, w_after) = snapshots[step], snapshots[step + 1]
+        policy_same = all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+        if ctl.seen[step][0] == HEAD_PHASE:
+            assert policy_same and not torch.equal(w_before, w_after)
+        elif (ctl.seen[step][2] != 0).any():
+            assert not policy_same and torch.equal(w_before, w_after)
+    assert [s for s, _ in log.history["method/phase_head"]] == [0, 1, 2, 3]
+    assert [v for _, v in log.history["method/phase_head"]] == [0.0, 1.0, 0.0, 1.0]
+    assert "method/head_loss" in log.history
+
+
+def test_statistics_come_from_the_pre_update_logits(tiny_model, char_tokenizer, tmp_path):
+    model = copy.deepcopy(tiny_model).train()
+    initial = copy.deepcopy(tiny_model).eval()
+    ctl = LearnedScale()
+    _fit(model, char_tokenizer, LengthParityScorer(), tmp_path, steps=1, controller=ctl)
+    _, rollout, advantages, statistics = ctl.seen[0]
+    assert statistics.shape == (advantages.shape[0], 1)
+    skipped = advantages == 0
+    assert torch.isnan(statistics[skipped]).all() and not torch.isnan(statistics[~skipped]).any()
+    ids, attn = rollout.input_ids()
+    with torch.no_grad():
+        hidden = forward_hidden(initial, ids, attn)[:, rollout.prompt_ids.shape[1] - 1 : -1]
+        logp = torch.log_softmax(lm_head(initial)(hidden), -1)
+    rows = (~skipped).nonzero().flatten().tolist()
+    for i in rows:
+        n = int(rollout.mask[i].sum())
+        expected = sum(float(logp[i, t, rollout.tokens[i, t]]) for t in range(n)) / n
+        assert abs(float(statistics[i, 0]) - expected) < 1e-4
