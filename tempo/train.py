@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -12,6 +13,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from tempo.config_error import ConfigError
 from tempo.runner import RunParts, run_training
+
+def method_label(choice: str, rule: str | None = None) -> str:
+    """Run-name part for a method: `heuristic-edt` for a heuristic rule, else the choice."""
+    return f"{choice}-{rule}" if rule else choice
+
+
+OmegaConf.register_new_resolver("method_label", method_label, replace=True)
+
+# An absolute path, so the console script finds conf/ as `python -m tempo.train` does.
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 GROUPS = ("task", "method", "algorithm", "model", "rollout", "eval", "reward", "trainer", "logger")
 
@@ -35,7 +46,7 @@ def parts_from_config(cfg: DictConfig) -> RunParts:
     return RunParts(**built)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> dict | None:
     try:
         parts = parts_from_config(cfg)
