@@ -53,3 +53,19 @@ def check_unit_interval(key: str, value: object, open_low: bool = True) -> float
     if v > 1 or v < 0 or (open_low and v == 0):
         raise ConfigError(key, value, allowed)
     return v
+
+
+def check_open_unit(key: str, value: object) -> float:
+    """A number strictly inside (0, 1) (EDT's base N, a quantile level)."""
+    allowed = "a number in (0, 1)"
+    v = check_number(key, value, allowed)
+    if not 0 < v < 1:
+        raise ConfigError(key, value, allowed)
+    return v
+
+
+def check_choice(key: str, value: object, choices: tuple[str, ...]) -> str:
+    """One of a fixed set of strings."""
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(key, value, "one of " + ", ".join(choices))
+    return value

@@ -36,7 +36,7 @@ from torch import Tensor
 from tempo.config_error import ConfigError
 from tempo.rl.logprobs import candidate_logprobs
 from tempo.temperature.base import TemperatureController, TemperatureDecision
-from tempo.temperature.checks import check_int, check_number, check_unit_interval
+from tempo.temperature.checks import check_choice, check_int, check_number, check_unit_interval
 
 #: The paper's grid {0.6, 0.7, ..., 1.5}, K = 10.
 DEFAULT_CANDIDATES: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
@@ -102,12 +102,6 @@ def _check_init(value: object, size: int) -> list[float]:
     return [check_number("init", value, allowed)] * size
 
 
-def _check_choice(key: str, value: object, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(key, value, "one of " + ", ".join(choices))
-    return value
-
-
 def minmax_distribution(values: Tensor) -> Tensor:
     """pi_k = (v_k - min) / (max - min), divided by its sum; uniform when all v_k are equal."""
     span = values.max() - values.min()
@@ -154,12 +148,12 @@ class MetaPolicyTemperature(TemperatureController):
         self.labels = [_label(t) for t in self.candidates]
         self.top_p = check_unit_interval("top_p", top_p)
         self.alpha = check_unit_interval("alpha", alpha)
-        self.sampling = _check_choice("sampling", sampling, SAMPLING_MODES)
+        self.sampling = check_choice("sampling", sampling, SAMPLING_MODES)
         self.warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
         start = _check_init(init, len(self.candidates))
         #: When the loop calls `logit_statistics`: on the update's pre-update forward pass
         #: ("rollout") or on a forward pass after the policy update ("post_update").
-        self.statistics_source = _check_choice(
+        self.statistics_source = check_choice(
             "likelihood_logits", likelihood_logits, STATISTICS_SOURCES
         )
         self.seed = check_int("seed", seed, minimum=0)
