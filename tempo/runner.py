@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
+from tempo.config_error import ConfigError
 from tempo.data.datamodule import PromptDataModule
 from tempo.logging.jsonl import JsonlLogger
 from tempo.logging.wandb_setup import make_wandb_logger
@@ -56,10 +57,17 @@ def run_training(
     run_name: str,
     experiment: str,
     config: dict[str, Any] | None = None,
+    ckpt_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Warm-start/load the model, evaluate, train with GRPO, evaluate, write summary.json."""
+    """Warm-start/load the model, evaluate, train with GRPO, evaluate, write summary.json.
+
+    `ckpt_path` resumes from a Lightning checkpoint of an earlier run (policy, optimisers,
+    temperature controller, RNG states, step); the evaluation at start is then skipped.
+    """
     started = time.time()
     run_dir = Path(run_dir)
+    if ckpt_path is not None and not Path(ckpt_path).is_file():
+        raise ConfigError("ckpt_path", str(ckpt_path), "an existing checkpoint file")
     run_dir.mkdir(parents=True, exist_ok=True)
     if parts.trainer.threads:
         torch.set_num_threads(parts.trainer.threads)
@@ -106,9 +114,9 @@ def run_training(
         )
     trainer = _make_trainer(parts, run_dir, loggers)
     try:
-        if parts.evaluation.at_start:
+        if parts.evaluation.at_start and ckpt_path is None:
             trainer.validate(module, datamodule=data, verbose=False)
-        trainer.fit(module, datamodule=data)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # the final state
         if module.last_eval_step != module.rl_step:
             trainer.validate(module, datamodule=data, verbose=False)

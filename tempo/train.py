@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from tempo.config_error import ConfigError
 from tempo.runner import RunParts, run_training
 
+
 def method_label(choice: str, rule: str | None = None) -> str:
     """Run-name part for a method: `heuristic-edt` for a heuristic rule, else the choice."""
     return f"{choice}-{rule}" if rule else choice
@@ -58,6 +59,7 @@ def main(cfg: DictConfig) -> dict | None:
             run_name=cfg.run_name,
             experiment=cfg.experiment_name,
             config=OmegaConf.to_container(cfg, resolve=True),
+            ckpt_path=cfg.ckpt_path,
         )
     except ConfigError as err:
         print(f"tempo-train: invalid config: {err}", file=sys.stderr)

@@ -111,16 +111,25 @@ def test_second_run_reuses_the_cached_warm_start(finished_run, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("override", "expected"),
+    ("overrides", "expected"),
     [
         ("method.temperature=-1", "method.temperature=-1 is invalid: allowed a finite number > 0"),
         ("algorithm.group_size=1", "algorithm.group_size=1 is invalid"),
         ("eval.ks=[1,16]", "eval.ks=[1, 16] is invalid"),
         ("task.max_ops=0", "task.max_ops=0 is invalid"),
+        ("method=meta_policy method.candidates=[]", "method.candidates=[] is invalid"),
+        ("method=meta_policy method.top_p=1.5", "method.top_p=1.5 is invalid"),
+        ("method=meta_policy method.top_p=0", "method.top_p=0 is invalid"),
+        ("method=heuristic method.rule=magic", "method.rule='magic' is invalid: allowed one of"),
+        ("method=heuristic method.rule=edt method.edt.t0=-1", "method.edt.t0=-1 is invalid"),
+        ("method=introspective method.t_min=2.0", "method.t_min=2.0 is invalid"),
+        ("method=introspective method.head_steps=0", "method.head_steps=0 is invalid"),
     ],
 )
-def test_bad_override_fails_at_once_with_one_line(tmp_path, override, expected):
-    proc = run_train(override, f"hydra.run.dir={tmp_path}", cache=tmp_path / "cache", timeout=60)
+def test_bad_override_fails_at_once_with_one_line(tmp_path, overrides, expected):
+    proc = run_train(
+        *overrides.split(), f"hydra.run.dir={tmp_path}", cache=tmp_path / "cache", timeout=60
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], proc.stderr
@@ -143,3 +152,127 @@ def test_multirun_over_seeds(tmp_path):
     assert runs == ["0_fixed-s0", "1_fixed-s1"]
     for name in runs:
         assert json.loads((tmp_path / name / "summary.json").read_text())["status"] == "finished"
+
+
+METHOD_KEYS = {
+    "fixed": [],
+    "heuristic": ["method/temperature"],
+    "meta_policy": ["method/T", "method/prob_T=1.0", "method/ema_T=1.0", "method/support_size"],
+    "introspective": ["method/gate_rate", "method/T_class=other", "method/phase_head"],
+}
+
+
+def test_four_methods_by_two_seeds_multirun(tmp_path):
+    proc = run_train(
+        "-m",
+        *SMALL,
+        "trainer.max_steps=2",
+        "eval.every=0",
+        "eval.at_start=false",
+        f"hydra.sweep.dir={tmp_path}",
+        "method=fixed,heuristic,meta_policy,introspective",
+        "seed=0,1",
+        cache=tmp_path / "cache",
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name != "cache")
+    names = sorted(p.name.split("_", 1)[1] for p in runs)
+    expected = ["fixed", "heuristic-linear", "introspective", "meta_policy"]
+    assert names == sorted(f"{m}-s{s}" for m in expected for s in (0, 1))
+    for run in runs:
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["steps"] == 2
+        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        for key in METHOD_KEYS[summary["method"]]:
+            assert key in lines[0], (run.name, key)
+        state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        if summary["method"] == "meta_policy":
+            assert lines[0]["method/T"] in [round(0.6 + 0.1 * k, 1) for k in range(10)]
+            assert "controller.ema" in state
+        if summary["method"] == "introspective":
+            assert any(k.startswith("controller.head.") for k in state)
+
+
+def test_every_heuristic_rule_runs_from_the_command_line(tmp_path):
+    rules = ["linear", "cosine", "exponential", "entropy_target", "edt", "ead", "two_level"]
+    proc = run_train(
+        "-m",
+        *SMALL,
+        "trainer.max_steps=2",
+        "eval.every=0",
+        "eval.at_start=false",
+        f"hydra.sweep.dir={tmp_path}",
+        "method=heuristic",
+        f"method.rule={','.join(rules)}",
+        cache=tmp_path / "cache",
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for num, rule in enumerate(rules):
+        run = tmp_path / f"{num}_heuristic-{rule}-s0"
+        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert len(lines) == 2
+        temps = [line["explore/temperature_mean"] for line in lines]
+        if rule == "linear":  # 0.9 -> 1.5 over S = 2 steps: steps 0 and 1
+            assert temps == pytest.approx([0.9, 1.2])
+        if rule in ("edt", "ead", "two_level"):
+            assert "method/T_pos=0-1" in lines[0]  # per-token profile is logged
+
+
+def test_resume_restores_the_controller_state(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = [*SMALL, "method=meta_policy", "eval.every=0", "eval.at_start=false"]
+    proc = run_train(*common, "trainer.max_steps=2", f"hydra.run.dir={first}", cache=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = first / "checkpoints" / "last.ckpt"
+    proc = run_train(
+        *common,
+        "trainer.max_steps=3",
+        f"ckpt_path={ckpt}",
+        f"hydra.run.dir={second}",
+        cache=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before = [json.loads(x) for x in (first / "metrics.jsonl").read_text().splitlines()]
+    after = [json.loads(x) for x in (second / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in after] == [2]  # continues where the first run stopped
+    labels = [f"{0.6 + 0.1 * k:.1f}" for k in range(10)]
+    ema = [before[-1][f"method/ema_T={t}"] for t in labels]  # Abar after step 1
+    lo, hi = min(ema), max(ema)
+    scaled = [(e - lo) / (hi - lo) for e in ema] if hi > lo else [1.0] * 10
+    expected_pi = [v / sum(scaled) for v in scaled]
+    for t, p in zip(labels, expected_pi, strict=True):
+        assert after[0][f"method/prob_T={t}"] == pytest.approx(p, abs=1e-9)
+    assert hi > lo  # the restored EMA is not the fresh all-zero state
+
+
+def test_missing_checkpoint_fails_with_one_line(tmp_path):
+    proc = run_train(
+        f"ckpt_path={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}", cache=tmp_path / "c"
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"tempo-train: invalid config: ckpt_path='{tmp_path}/nope.ckpt' is invalid: "
+        "allowed an existing checkpoint file"
+    ]
+
+
+def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path):
+    """Verifier workers must start inside loky workers (they inherit its start method)."""
+    proc = run_train(
+        "-m",
+        *SMALL,
+        "trainer.max_steps=1",
+        "eval.every=0",
+        "eval.at_start=false",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={tmp_path}",
+        "seed=0,1",
+        cache=tmp_path / "cache",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("0_fixed-s0", "1_fixed-s1"):
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["steps"] == 1

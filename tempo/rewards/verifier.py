@@ -58,6 +58,17 @@ def _worker_main(conn: Connection, target: Target | None) -> None:
         conn.send(reply)
 
 
+def _standard_start_method() -> None:
+    """Make spawned workers start in a plain interpreter.
+
+    A spawned child re-applies the parent's *global* start method. Inside a joblib/loky
+    worker (Hydra's joblib launcher) that is "loky", which a plain child cannot find, so the
+    verifier worker would die at start-up; reset it to "spawn" there.
+    """
+    if mp.get_start_method(allow_none=True) not in (None, "fork", "spawn", "forkserver"):
+        mp.set_start_method("spawn", force=True)
+
+
 @dataclass(eq=False)
 class _Worker:
     """Parent-side handle of one worker process."""
@@ -121,6 +132,7 @@ class VerifierPool:
         self.fast_path = 0
         self.last_error: str | None = None
         self._target = target
+        _standard_start_method()
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()
         self._pid = os.getpid()
