@@ -41,6 +41,12 @@ class TemperatureDecision:
     records: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def full_temperature(logits: torch.Tensor, value: float) -> torch.Tensor:
+    """A [B] tensor of `value` on the logits' device, at least float32 (bf16 would round T)."""
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    return torch.full((logits.shape[0],), value, dtype=dtype, device=logits.device)
+
+
 class TemperatureController(nn.Module):
     """Base class: decides the sampling temperature of every generated token.
 
@@ -141,3 +147,28 @@ class TemperatureController(nn.Module):
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.load_extra_state(state)
+
+
+class StepTemperature(TemperatureController):
+    """A method with one temperature per training step, shared by every token of the step.
+
+    Subclasses say which through `step_temperature()`; sampling is then a fill, no host sync.
+    """
+
+    per_token = False
+
+    def step_temperature(self) -> float:
+        """This step's T."""
+        raise NotImplementedError(f"{type(self).__name__} must implement step_temperature()")
+
+    def initial_temperature(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        return torch.full((batch_size,), self.step_temperature(), device=device)
+
+    def temperature(
+        self,
+        logits: torch.Tensor,
+        hidden: torch.Tensor,
+        prev_temperature: torch.Tensor,
+        position: int,
+    ) -> TemperatureDecision:
+        return TemperatureDecision(full_temperature(logits, self.step_temperature()))

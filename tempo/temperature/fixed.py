@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import torch
-
-from tempo.temperature.base import TemperatureController, TemperatureDecision
+from tempo.temperature.base import StepTemperature
 from tempo.temperature.checks import check_temperature
 
 
-class FixedTemperature(TemperatureController):
+class FixedTemperature(StepTemperature):
     """Samples every token at the same temperature."""
 
     name = "fixed"
@@ -17,8 +15,5 @@ class FixedTemperature(TemperatureController):
         super().__init__()
         self.value = check_temperature("temperature", temperature)
 
-    def initial_temperature(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        return torch.full((batch_size,), self.value, device=device)
-
-    def temperature(self, logits, hidden, prev_temperature, position) -> TemperatureDecision:
-        return TemperatureDecision(prev_temperature.new_full(prev_temperature.shape, self.value))
+    def step_temperature(self) -> float:
+        return self.value

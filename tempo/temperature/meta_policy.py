@@ -35,7 +35,7 @@ from torch import Tensor
 
 from tempo.config_error import ConfigError
 from tempo.rl.logprobs import candidate_logprobs
-from tempo.temperature.base import TemperatureController, TemperatureDecision
+from tempo.temperature.base import StepTemperature
 from tempo.temperature.checks import check_choice, check_int, check_number, check_unit_interval
 
 #: The paper's grid {0.6, 0.7, ..., 1.5}, K = 10.
@@ -126,7 +126,7 @@ def nucleus_support(probs: Sequence[float], top_p: float) -> list[int]:
     return kept
 
 
-class MetaPolicyTemperature(TemperatureController):
+class MetaPolicyTemperature(StepTemperature):
     """TAMPO: one temperature per step, drawn from a distribution learned from advantages."""
 
     name = "meta_policy"
@@ -229,20 +229,12 @@ class MetaPolicyTemperature(TemperatureController):
         metrics.update(self._state_metrics("ema", self.ema.detach().cpu()))
         return metrics
 
-    def initial_temperature(self, batch_size: int, device: torch.device) -> Tensor:
-        value = self.current_temperature
-        return torch.full((batch_size,), 1.0 if value is None else value, device=device)
-
-    def temperature(
-        self, logits: Tensor, hidden: Tensor, prev_temperature: Tensor, position: int
-    ) -> TemperatureDecision:
-        """T_s for every row, on the logits' device (a fill, no host sync)."""
+    def step_temperature(self) -> float:
+        """T_s, the candidate drawn by the last `begin_step`."""
         value = self.current_temperature
         if value is None:
             raise RuntimeError("meta_policy: begin_step(step) must draw T_s before sampling")
-        return TemperatureDecision(
-            torch.full((logits.shape[0],), value, device=logits.device, dtype=torch.float32)
-        )
+        return value
 
     # ------------------------------------------------------------------ learning pi
     def logit_statistics(self, logits: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:

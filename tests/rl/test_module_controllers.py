@@ -7,12 +7,14 @@ import copy
 import torch
 
 from tempo.models.policy import forward_hidden, lm_head
+from tempo.rl.logprobs import token_logprobs
 from tempo.temperature.base import (
     HEAD_PHASE,
     POLICY_PHASE,
     TemperatureController,
     TemperatureDecision,
 )
+from tempo.temperature.fixed import FixedTemperature
 from tests.rl.test_module import LengthParityScorer, _fit
 
 
@@ -100,3 +102,37 @@ def test_statistics_come_from_the_pre_update_logits(tiny_model, char_tokenizer, 
         n = int(rollout.mask[i].sum())
         expected = sum(float(logp[i, t, rollout.tokens[i, t]]) for t in range(n)) / n
         assert abs(float(statistics[i, 0]) - expected) < 1e-4
+
+
+class RecordingFixed(FixedTemperature):
+    """Fixed T that keeps what `update` was given."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(value)
+        self.seen = []
+
+    def update(self, rollout, advantages, statistics=None):
+        self.seen.append((rollout, advantages))
+        return {}
+
+
+def _sequence_logp(model, rollout):
+    ids, attn = rollout.input_ids()
+    with torch.no_grad():
+        hidden = forward_hidden(model, ids, attn)[:, rollout.prompt_ids.shape[1] - 1 : -1]
+        logits = lm_head(model)(hidden)
+    return (token_logprobs(logits, rollout.tokens, rollout.temperatures) * rollout.mask).sum(-1)
+
+
+def test_one_step_moves_log_probs_in_the_direction_of_the_advantage(
+    tiny_model, char_tokenizer, tmp_path
+):
+    model = copy.deepcopy(tiny_model).train()
+    initial = copy.deepcopy(tiny_model).eval()
+    ctl = RecordingFixed(0.8)  # a T != 1 also checks that the update uses the stored T
+    _fit(model, char_tokenizer, LengthParityScorer(), tmp_path, steps=1, lr=1e-3, controller=ctl)
+    rollout, advantages = ctl.seen[0]
+    assert (advantages > 0).any() and (advantages < 0).any()
+    delta = _sequence_logp(model.eval(), rollout) - _sequence_logp(initial, rollout)
+    assert delta[advantages > 0].mean() > 0 > delta[advantages < 0].mean()
+    assert torch.equal(rollout.temperatures[rollout.mask.bool()].unique(), torch.tensor([0.8]))

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from tempo.temperature.base import TemperatureController
+from tempo.temperature.base import TemperatureController, full_temperature  # noqa: F401
 
 
 class HeuristicRule(TemperatureController):
@@ -35,12 +35,6 @@ class HeuristicRule(TemperatureController):
         for f in self.state_fields:
             if f in state:
                 setattr(self, f, state[f])
-
-
-def full_temperature(logits: torch.Tensor, value: float) -> torch.Tensor:
-    """A [B] tensor of `value` on the logits' device, at least float32 (bf16 would round T)."""
-    dtype = torch.promote_types(logits.dtype, torch.float32)
-    return torch.full((logits.shape[0],), value, dtype=dtype, device=logits.device)
 
 
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from tempo.config_error import ConfigError
-from tempo.temperature.base import TemperatureDecision
+from tempo.temperature.base import StepTemperature
 from tempo.temperature.checks import (
     check_choice,
     check_int,
@@ -28,7 +28,6 @@ from tempo.temperature.checks import (
 )
 from tempo.temperature.heuristic.common import (
     HeuristicRule,
-    full_temperature,
     masked_sum_count,
 )
 
@@ -37,7 +36,7 @@ ENTROPY_FLOOR = 1e-8
 ENTROPY_SOURCES = ("sampled", "unit")
 
 
-class EntropyTargetController(HeuristicRule):
+class EntropyTargetController(StepTemperature, HeuristicRule):
     """Keeps the rollout's mean token entropy at a target by moving one T per step."""
 
     rule = "entropy_target"
@@ -102,17 +101,8 @@ class EntropyTargetController(HeuristicRule):
     def begin_step(self, step: int) -> dict[str, float]:
         return {"method/temperature": self.current}
 
-    def initial_temperature(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        return torch.full((batch_size,), self.current, device=device)
-
-    def temperature(
-        self,
-        logits: torch.Tensor,
-        hidden: torch.Tensor,
-        prev_temperature: torch.Tensor,
-        position: int,
-    ) -> TemperatureDecision:
-        return TemperatureDecision(full_temperature(logits, self.current))
+    def step_temperature(self) -> float:
+        return self.current
 
     def update(
         self, rollout: Any, advantages: torch.Tensor, statistics: torch.Tensor | None = None

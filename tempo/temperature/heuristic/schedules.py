@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from tempo.config_error import ConfigError
-from tempo.temperature.base import TemperatureDecision
+from tempo.temperature.base import StepTemperature
 from tempo.temperature.checks import check_int, check_temperature
-from tempo.temperature.heuristic.common import HeuristicRule, full_temperature
+from tempo.temperature.heuristic.common import HeuristicRule
 
 
-class StepSchedule(HeuristicRule):
+class StepSchedule(StepTemperature, HeuristicRule):
     """A temperature that moves with the training step only; subclasses give the curve."""
 
     per_token = False
@@ -65,17 +63,8 @@ class StepSchedule(HeuristicRule):
         self.step = int(step)
         return {"method/temperature": self.current}
 
-    def initial_temperature(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        return torch.full((batch_size,), self.current, device=device)
-
-    def temperature(
-        self,
-        logits: torch.Tensor,
-        hidden: torch.Tensor,
-        prev_temperature: torch.Tensor,
-        position: int,
-    ) -> TemperatureDecision:
-        return TemperatureDecision(full_temperature(logits, self.current))
+    def step_temperature(self) -> float:
+        return self.current
 
 
 class LinearSchedule(StepSchedule):
