@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from tempo.temperature.base import TemperatureController, full_temperature  # noqa: F401
+from tempo.temperature.base import TemperatureController
 
 
 class HeuristicRule(TemperatureController):

@@ -18,14 +18,14 @@ import math
 import torch
 
 from tempo.config_error import ConfigError
-from tempo.temperature.base import TemperatureDecision
+from tempo.temperature.base import TemperatureDecision, full_temperature
 from tempo.temperature.checks import (
     check_int,
     check_number,
     check_positive,
     check_temperature_range,
 )
-from tempo.temperature.heuristic.common import HeuristicRule, full_temperature
+from tempo.temperature.heuristic.common import HeuristicRule
 
 
 class ExploratoryAnnealedDecoding(HeuristicRule):

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from tempo.config_error import ConfigError
-from tempo.temperature.base import TemperatureDecision
+from tempo.temperature.base import TemperatureDecision, full_temperature
 from tempo.temperature.checks import (
     check_choice,
     check_number,
@@ -26,7 +26,6 @@ from tempo.temperature.checks import (
 )
 from tempo.temperature.heuristic.common import (
     HeuristicRule,
-    full_temperature,
     masked_sum_count,
     masked_values,
     token_entropy,
