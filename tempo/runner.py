@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,11 @@ def run_training(
 
 
 def _make_trainer(parts: RunParts, run_dir: Path, loggers: list) -> L.Trainer:
+    # Lightning warns (with a page of example code) that manual-optimisation checkpoints hold
+    # the state after the step's update: that is exactly the state a resume continues from.
+    warnings.filterwarnings(
+        "ignore", message="Using ModelCheckpoint with manual optimization", category=UserWarning
+    )
     steps = parts.trainer.max_steps  # Lightning counts one optimiser step per RL step
     every = parts.evaluation.every
     callbacks: list = [
