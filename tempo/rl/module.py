@@ -80,7 +80,6 @@ class RLVRModule(L.LightningModule):
         self.generator: torch.Generator | None = None
         self._eval_records: list[dict] = []
         self._token_pieces: list[str] | None = None
-        self._batch_rows = 0
         self.last_eval_step = -1
 
     # ------------------------------------------------------------------ set-up
@@ -234,15 +233,23 @@ class RLVRModule(L.LightningModule):
         return getattr(self.controller, "statistics_source", "rollout") == "rollout"
 
     def _collect(
-        self, store: torch.Tensor | None, rows: torch.Tensor, logits: torch.Tensor, part: Rollout
+        self,
+        store: torch.Tensor | None,
+        rows: torch.Tensor,
+        logits: torch.Tensor,
+        part: Rollout,
+        batch_rows: int,
     ) -> torch.Tensor | None:
-        """Add the controller's per-completion statistics of `rows` to `store` ([B, K], NaN)."""
+        """Add the controller's per-completion statistics of `rows` to `store`.
+
+        `store` is [batch_rows, K], created at the first call; rows never added stay NaN.
+        """
         with torch.no_grad():
             stats = self.controller.logit_statistics(logits.detach(), part.tokens, part.mask)
         if stats is None:
             return store
         if store is None:
-            size = (self._batch_rows, stats.shape[-1])
+            size = (batch_rows, stats.shape[-1])
             store = torch.full(size, float("nan"), device=stats.device, dtype=stats.dtype)
         store[rows] = stats
         return store
@@ -250,10 +257,11 @@ class RLVRModule(L.LightningModule):
     @torch.no_grad()
     def _statistics(self, rollout: Rollout, rows: torch.Tensor) -> torch.Tensor | None:
         """A separate no-grad pass for controllers that want post-update statistics."""
-        self._batch_rows, store = rollout.tokens.shape[0], None
+        store = None
         for idx in self._chunks(rows):
             part = rollout.select(idx)
-            store = self._collect(store, idx, self._completion_logits(self.model, part), part)
+            logits = self._completion_logits(self.model, part)
+            store = self._collect(store, idx, logits, part, rollout.tokens.shape[0])
         return store
 
     @staticmethod
@@ -272,7 +280,7 @@ class RLVRModule(L.LightningModule):
         is counted by Lightning, so `global_step` counts RL steps.
         """
         cfg = self.grpo
-        self._batch_rows = total_sequences = rollout.tokens.shape[0]
+        total_sequences = rollout.tokens.shape[0]
         total_tokens = max(1, int(rollout.mask.sum()))
         rows = self._signal_rows(advantages, with_kl=True)
         zero = {"loss/policy": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0, "loss/grad_norm": 0.0}
@@ -290,7 +298,7 @@ class RLVRModule(L.LightningModule):
                     logits = self._completion_logits(self.model, part)
                     old[i] = token_logprobs(logits, part.tokens, part.temperatures)
                     if wants_stats:
-                        statistics = self._collect(statistics, idx, logits, part)
+                        statistics = self._collect(statistics, idx, logits, part, total_sequences)
                 if self.ref_model is not None:
                     ref[i] = self._completion_logprobs(self.ref_model, part)
         sums: dict[str, float] = defaultdict(float)
@@ -302,7 +310,7 @@ class RLVRModule(L.LightningModule):
                 logits = self._completion_logits(self.model, part)
                 logp = token_logprobs(logits, part.tokens, part.temperatures)
                 if cfg.mu == 1 and wants_stats:
-                    statistics = self._collect(statistics, idx, logits, part)
+                    statistics = self._collect(statistics, idx, logits, part, total_sequences)
                 loss, stats = policy_loss(
                     logp,
                     old.get(i, logp.detach()),
@@ -345,7 +353,7 @@ class RLVRModule(L.LightningModule):
         not change inside the phase), so only one micro-batch of them is alive at a time.
         """
         cfg = self.grpo
-        self._batch_rows = total_sequences = rollout.tokens.shape[0]
+        total_sequences = rollout.tokens.shape[0]
         total_tokens = max(1, int(rollout.mask.sum()))
         rows = self._signal_rows(advantages)
         zero = {"method/head_loss": 0.0, "method/head_clip_frac": 0.0, "method/head_grad_norm": 0.0}
@@ -370,7 +378,7 @@ class RLVRModule(L.LightningModule):
                     hidden = self._completion_hidden(self.model, part)
                     if pass_ == 0 and self._wants_statistics():
                         logits = lm_head(self.model)(hidden)
-                        statistics = self._collect(statistics, idx, logits, part)
+                        statistics = self._collect(statistics, idx, logits, part, total_sequences)
                 loss, stats = self.controller.loss(hidden, part, advantages[idx], **aggregation)
                 self.manual_backward(loss)
                 weight = float(part.mask.sum()) / total_tokens

@@ -136,3 +136,24 @@ def test_one_step_moves_log_probs_in_the_direction_of_the_advantage(
     delta = _sequence_logp(model.eval(), rollout) - _sequence_logp(initial, rollout)
     assert delta[advantages > 0].mean() > 0 > delta[advantages < 0].mean()
     assert torch.equal(rollout.temperatures[rollout.mask.bool()].unique(), torch.tensor([0.8]))
+
+
+def test_post_update_statistics_use_the_updated_policy(tiny_model, char_tokenizer, tmp_path):
+    model = copy.deepcopy(tiny_model).train()
+    ctl = LearnedScale()
+    ctl.statistics_source = "post_update"
+    _fit(model, char_tokenizer, LengthParityScorer(), tmp_path, steps=1, controller=ctl)
+    _, rollout, advantages, statistics = ctl.seen[0]
+    rows = (advantages != 0).nonzero().flatten()
+    assert torch.isnan(statistics[advantages == 0]).all()
+    part = rollout.select(rows)
+    per_token = token_logprobs_at_one(model.eval(), part)
+    expected = (per_token * part.mask).sum(-1) / part.mask.sum(-1)
+    torch.testing.assert_close(statistics[rows, 0], expected, atol=1e-4, rtol=0)
+
+
+def token_logprobs_at_one(model, rollout):
+    ids, attn = rollout.input_ids()
+    with torch.no_grad():
+        hidden = forward_hidden(model, ids, attn)[:, rollout.prompt_ids.shape[1] - 1 : -1]
+        return token_logprobs(lm_head(model)(hidden), rollout.tokens)
