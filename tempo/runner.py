@@ -147,8 +147,9 @@ def _make_trainer(parts: RunParts, run_dir: Path, loggers: list) -> L.Trainer:
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="step{step}",
+            auto_insert_metric_name=False,
             every_n_train_steps=parts.trainer.checkpoint_every,
-            save_top_k=1,
+            save_top_k=parts.trainer.keep_checkpoints,
             save_last=True,
         )
     ]
@@ -157,7 +158,7 @@ def _make_trainer(parts: RunParts, run_dir: Path, loggers: list) -> L.Trainer:
     return L.Trainer(
         default_root_dir=run_dir,
         max_steps=steps,
-        max_epochs=1,
+        max_epochs=-1,  # `max_steps` ends the run; a resumed, finished run starts a new epoch
         accelerator=parts.trainer.accelerator,
         devices=parts.trainer.devices,
         strategy=parts.trainer.strategy,

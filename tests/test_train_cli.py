@@ -212,7 +212,8 @@ def test_every_heuristic_rule_runs_from_the_command_line(tmp_path):
     for num, rule in enumerate(rules):
         run = tmp_path / f"{num}_heuristic-{rule}-s0"
         lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        assert len(lines) == 2
+        lines = [line for line in lines if "train/accuracy" in line]  # not the final eval
+        assert [line["step"] for line in lines] == [0, 1]
         temps = [line["explore/temperature_mean"] for line in lines]
         if rule == "linear":  # 0.9 -> 1.5 over S = 2 steps: steps 0 and 1
             assert temps == pytest.approx([0.9, 1.2])
@@ -223,6 +224,7 @@ def test_every_heuristic_rule_runs_from_the_command_line(tmp_path):
 def test_resume_restores_the_controller_state(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     common = [*SMALL, "method=meta_policy", "eval.every=0", "eval.at_start=false"]
+    common += ["method.init=[0,1,2,3,4,5,6,7,8,9]"]  # a state that visibly decays
     proc = run_train(*common, "trainer.max_steps=2", f"hydra.run.dir={first}", cache=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = first / "checkpoints" / "last.ckpt"
@@ -236,15 +238,18 @@ def test_resume_restores_the_controller_state(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     before = [json.loads(x) for x in (first / "metrics.jsonl").read_text().splitlines()]
     after = [json.loads(x) for x in (second / "metrics.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in after] == [2]  # continues where the first run stopped
+    # continues where the first run stopped (then the final evaluation, also at step 3)
+    assert [line["step"] for line in after] == [2, 3] and "train/accuracy" in after[0]
     labels = [f"{0.6 + 0.1 * k:.1f}" for k in range(10)]
-    ema = [before[-1][f"method/ema_T={t}"] for t in labels]  # Abar after step 1
+    trained = [line for line in before if "train/accuracy" in line]
+    assert trained[-1]["step"] == 1
+    ema = [trained[-1][f"method/ema_T={t}"] for t in labels]  # Abar after step 1
     lo, hi = min(ema), max(ema)
     scaled = [(e - lo) / (hi - lo) for e in ema] if hi > lo else [1.0] * 10
     expected_pi = [v / sum(scaled) for v in scaled]
     for t, p in zip(labels, expected_pi, strict=True):
         assert after[0][f"method/prob_T={t}"] == pytest.approx(p, abs=1e-9)
-    assert hi > lo  # the restored EMA is not the fresh all-zero state
+    assert hi > lo and ema != list(range(10))  # the restored EMA, not the initial one
 
 
 def test_missing_checkpoint_fails_with_one_line(tmp_path):
@@ -276,3 +281,33 @@ def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path):
     for name in ("0_fixed-s0", "1_fixed-s1"):
         summary = json.loads((tmp_path / name / "summary.json").read_text())
         assert summary["status"] == "finished" and summary["steps"] == 1
+
+
+@pytest.mark.parametrize("method", ["meta_policy", "introspective"])
+def test_resume_from_a_mid_run_checkpoint_continues_like_the_full_run(tmp_path, method):
+    common = [*SMALL, f"method={method}", "eval.every=0", "eval.at_start=false"]
+    common += ["trainer.keep_checkpoints=-1"]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    proc = run_train(*common, "trainer.max_steps=4", f"hydra.run.dir={full}", cache=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (full / "checkpoints" / "step4.ckpt").is_file()
+    mid = full / "checkpoints" / "step2.ckpt"  # checkpoint_every=2
+    assert mid.is_file(), sorted(p.name for p in (full / "checkpoints").iterdir())
+    proc = run_train(
+        *common,
+        "trainer.max_steps=4",
+        f"ckpt_path={mid}",
+        f"hydra.run.dir={resumed}",
+        cache=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def trained(run):
+        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return {line["step"]: line for line in lines if "train/accuracy" in line}
+
+    a, b = trained(full), trained(resumed)
+    assert sorted(b) == [2, 3]
+    for step in (2, 3):  # same problems, samples, temperatures and updates as the full run
+        for key in ("train/reward_mean", "train/response_length", "explore/temperature_mean"):
+            assert b[step][key] == pytest.approx(a[step][key], abs=1e-6), (step, key)

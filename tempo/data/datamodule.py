@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import lightning as L
 from torch.utils.data import DataLoader
 
-from tempo.data.indexed import IndexedProblems
 from tempo.data.problem import Problem
 
 # Each seed reads its own stretch of the train stream, so seeds differ in data order too.
@@ -14,6 +16,42 @@ SEED_STRIDE = 1_000_000_000
 
 def _as_list(batch: list[Problem]) -> list[Problem]:
     return batch
+
+
+class StepBatches:
+    """The training stream: batch s holds problems `offset + s * per_step + i`, i < per_step.
+
+    Iteration starts at the step `start()` returns (the trainer's global step, which counts RL
+    steps), so a run resumed from any checkpoint continues with exactly the problems the
+    interrupted run would have seen, and a finished run resumed with a larger
+    `trainer.max_steps` goes on to new ones. The position needs no state of its own; the
+    empty `state_dict` marks the loader as resumable for Lightning.
+    """
+
+    def __init__(
+        self,
+        problem_fn: Callable[[int], Problem],
+        steps: int,
+        per_step: int,
+        offset: int,
+        start: Callable[[], int],
+    ) -> None:
+        self.problem_fn, self.steps, self.per_step = problem_fn, steps, per_step
+        self.offset, self.start = offset, start
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[Problem]]:
+        for step in range(self.start(), self.steps):
+            first = self.offset + step * self.per_step
+            yield [self.problem_fn(first + i) for i in range(self.per_step)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore: the position is the restored global step."""
 
 
 class PromptDataModule(L.LightningDataModule):
@@ -36,13 +74,14 @@ class PromptDataModule(L.LightningDataModule):
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # host-side Problem records; the module makes tensors per step
 
-    def train_dataloader(self) -> DataLoader:
-        problems = IndexedProblems(
+    def train_dataloader(self) -> StepBatches:
+        return StepBatches(
             self.task.train_problem,
-            self.steps * self.prompts_per_step,
+            self.steps,
+            self.prompts_per_step,
             offset=self.seed * SEED_STRIDE,
+            start=lambda: self.trainer.global_step if self.trainer is not None else 0,
         )
-        return DataLoader(problems, batch_size=self.prompts_per_step, collate_fn=_as_list)
 
     def val_dataloader(self) -> DataLoader:
         problems = self.task.test_problems()[: self.num_eval]

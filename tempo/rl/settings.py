@@ -81,12 +81,15 @@ class TrainerConfig:
     strategy: str = "auto"  # e.g. ddp
     precision: str = "32-true"  # e.g. bf16-mixed on GPU
     checkpoint_every: int = 50  # RL steps between checkpoints (the last one is always kept)
+    keep_checkpoints: int = 1  # periodic checkpoints kept (newest first); -1 = all
     threads: int | None = None  # torch CPU threads (None = torch's default)
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
         _positive_int("max_steps", self.max_steps)
         _positive_int("checkpoint_every", self.checkpoint_every)
+        if self.keep_checkpoints != -1:
+            _positive_int("keep_checkpoints", self.keep_checkpoints)
         if self.threads is not None:
             _positive_int("threads", self.threads)
 
