@@ -60,6 +60,21 @@ def run_train(*overrides: str, cache: Path, timeout: int = 300) -> subprocess.Co
     )
 
 
+def run_sweep(sweep_dir: Path, *overrides: str, steps: int, timeout: int = 300):
+    """A `-m` sweep of the shrunken default, training only (no evaluation before or between)."""
+    return run_train(
+        "-m",
+        *SMALL,
+        f"trainer.max_steps={steps}",
+        "eval.every=0",
+        "eval.at_start=false",
+        f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
+        cache=sweep_dir / "cache",
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
@@ -137,15 +152,10 @@ def test_bad_override_fails_at_once_with_one_line(tmp_path, overrides, expected)
 
 
 def test_multirun_over_seeds(tmp_path):
-    proc = run_train(
-        "-m",
-        *SMALL,
-        "trainer.max_steps=1",
-        "eval.every=0",
-        "eval.at_start=false",
-        f"hydra.sweep.dir={tmp_path}",
+    proc = run_sweep(
+        tmp_path,
         "seed=0,1",
-        cache=tmp_path / "cache",
+        steps=1,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and p.name != "cache")
@@ -163,16 +173,11 @@ METHOD_KEYS = {
 
 
 def test_four_methods_by_two_seeds_multirun(tmp_path):
-    proc = run_train(
-        "-m",
-        *SMALL,
-        "trainer.max_steps=2",
-        "eval.every=0",
-        "eval.at_start=false",
-        f"hydra.sweep.dir={tmp_path}",
+    proc = run_sweep(
+        tmp_path,
         "method=fixed,heuristic,meta_policy,introspective",
         "seed=0,1",
-        cache=tmp_path / "cache",
+        steps=2,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -196,16 +201,11 @@ def test_four_methods_by_two_seeds_multirun(tmp_path):
 
 def test_every_heuristic_rule_runs_from_the_command_line(tmp_path):
     rules = ["linear", "cosine", "exponential", "entropy_target", "edt", "ead", "two_level"]
-    proc = run_train(
-        "-m",
-        *SMALL,
-        "trainer.max_steps=2",
-        "eval.every=0",
-        "eval.at_start=false",
-        f"hydra.sweep.dir={tmp_path}",
+    proc = run_sweep(
+        tmp_path,
         "method=heuristic",
         f"method.rule={','.join(rules)}",
-        cache=tmp_path / "cache",
+        steps=2,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -265,17 +265,12 @@ def test_missing_checkpoint_fails_with_one_line(tmp_path):
 
 def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path):
     """Verifier workers must start inside loky workers (they inherit its start method)."""
-    proc = run_train(
-        "-m",
-        *SMALL,
-        "trainer.max_steps=1",
-        "eval.every=0",
-        "eval.at_start=false",
+    proc = run_sweep(
+        tmp_path,
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
-        f"hydra.sweep.dir={tmp_path}",
         "seed=0,1",
-        cache=tmp_path / "cache",
+        steps=1,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("0_fixed-s0", "1_fixed-s1"):
