@@ -1,0 +1,83 @@
+"""The shipped config tree: presets, launchers and trainers compose, and SLURM dry-runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import hydra
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tempo.rl.settings import TrainerConfig
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_compare_methods_preset_is_a_four_method_three_seed_local_sweep():
+    cfg = _compose("experiment=compare_methods")
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    params = cfg.hydra.sweeper.params
+    assert params.method.split(",") == ["fixed", "heuristic", "meta_policy", "introspective"]
+    assert params.seed.split(",") == ["0", "1", "2"]
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+    assert cfg.hydra.launcher.n_jobs == 2 and cfg.trainer.threads == 1
+    assert cfg.experiment_name == "compare_methods"
+
+
+@pytest.mark.parametrize(
+    ("name", "accelerator", "strategy"), [("gpu", "gpu", "auto"), ("ddp", "gpu", "ddp")]
+)
+def test_gpu_trainers_build(name, accelerator, strategy):
+    cfg = _compose(f"trainer={name}")
+    trainer = hydra.utils.instantiate(cfg.trainer)
+    assert isinstance(trainer, TrainerConfig)
+    assert (trainer.accelerator, trainer.strategy, trainer.precision) == (
+        accelerator,
+        strategy,
+        "bf16-mixed",
+    )
+    assert trainer.max_steps == _compose().trainer.max_steps  # the rest comes from trainer/cpu
+
+
+def test_slurm_launcher_dry_run_writes_the_sbatch_script(tmp_path, monkeypatch):
+    """No cluster here: build the submitit executor the launcher builds and render its script."""
+    submitit = pytest.importorskip("submitit")
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    srun = fake_bin / "srun"  # submitit only checks that srun exists
+    srun.write_text("#!/bin/sh\nexit 0\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+
+    cfg = _compose("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=gpu")
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert launcher.pop("_target_").endswith("SlurmLauncher")
+    executor = submitit.AutoExecutor(
+        cluster="slurm",
+        folder=str(tmp_path / "submitit"),
+        slurm_max_num_timeout=launcher.pop("max_num_timeout"),
+    )
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    skip = {"submitit_folder", "name"}  # interpolations of the live Hydra run
+    executor.update_parameters(
+        **{k if k in base else f"slurm_{k}": v for k, v in launcher.items() if k not in skip}
+    )
+    script = executor._executor._make_submission_file_text("python -m tempo.train", "uid")
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=64GB",
+        "#SBATCH --time=720",
+        "#SBATCH --signal=USR2@120",
+    ):
+        assert line in script, (line, script)
