@@ -139,6 +139,7 @@ def test_second_run_reuses_the_cached_warm_start(finished_run, tmp_path):
         ("method=heuristic method.rule=edt method.edt.t0=-1", "method.edt.t0=-1 is invalid"),
         ("method=introspective method.t_min=2.0", "method.t_min=2.0 is invalid"),
         ("method=introspective method.head_steps=0", "method.head_steps=0 is invalid"),
+        ("model=hub model.name_or_path=/no/such/dir", "model.name_or_path='/no/such/dir'"),
     ],
 )
 def test_bad_override_fails_at_once_with_one_line(tmp_path, overrides, expected):
@@ -306,3 +307,22 @@ def test_resume_from_a_mid_run_checkpoint_continues_like_the_full_run(tmp_path, 
     for step in (2, 3):  # same problems, samples, temperatures and updates as the full run
         for key in ("train/reward_mean", "train/response_length", "explore/temperature_mean"):
             assert b[step][key] == pytest.approx(a[step][key], abs=1e-6), (step, key)
+
+
+def test_a_local_model_directory_trains_through_model_hub(tmp_path, tiny_model, char_tokenizer):
+    tiny_model.save_pretrained(tmp_path / "model")
+    char_tokenizer.save_pretrained(tmp_path / "model")
+    not_model = [o for o in SMALL if not o.startswith("model.")]
+    proc = run_train(
+        *not_model,
+        "model=hub",
+        f"model.name_or_path={tmp_path / 'model'}",
+        "trainer.max_steps=1",
+        "eval.at_start=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cache=tmp_path / "cache",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 1
+    assert not (tmp_path / "cache").exists()  # no warm-start for a given model
