@@ -77,7 +77,12 @@ def run_training(
     model, tokenizer = parts.model.build(parts.task, parts.trainer.accelerator)
     model.train()
     parts.method.setup(model.config.hidden_size, model.config.vocab_size, parts.trainer.max_steps)
-    scorer = RewardScorer(parts.reward.timeout, parts.reward.workers, parts.reward.format_weight)
+    scorer = RewardScorer(
+        parts.reward.timeout,
+        parts.reward.workers,
+        parts.reward.format_weight,
+        check=getattr(parts.task, "answer_check", None),  # a task's own verifier, if any
+    )
     module = RLVRModule(
         model,
         tokenizer,

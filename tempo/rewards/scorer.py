@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tempo.rewards.boxed import extract_boxed
@@ -18,10 +18,23 @@ class ScoredBatch:
 
 
 class RewardScorer:
-    """reward = correct + format_weight * has_boxed_answer, on a persistent verifier pool."""
+    """reward = correct + format_weight * has_boxed_answer, on a persistent verifier pool.
 
-    def __init__(self, timeout: float = 5.0, workers: int = 1, format_weight: float = 0.0) -> None:
-        self.pool = VerifierPool(timeout=timeout, workers=workers)
+    `check` is a task's own picklable `(answer, gold) -> bool` (e.g. countdown's exact
+    evaluation); it then replaces Math-Verify in the same timed workers, without the
+    string/integer shortcuts that only hold for answer equivalence.
+    """
+
+    def __init__(
+        self,
+        timeout: float = 5.0,
+        workers: int = 1,
+        format_weight: float = 0.0,
+        check: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        self.pool = VerifierPool(
+            timeout=timeout, workers=workers, target=check, shortcuts=check is None
+        )
         self.format_weight = float(format_weight)
 
     def __call__(self, completions: Sequence[str], golds: Sequence[str]) -> ScoredBatch:

@@ -69,6 +69,16 @@ def _standard_start_method() -> None:
         mp.set_start_method("spawn", force=True)
 
 
+def _shortcut(pred: str, ref: str) -> float | None:
+    """A score without a worker where Math-Verify's verdict is certain, else None: an exact
+    match, or two plain integers (equal values or not)."""
+    if pred == ref:
+        return 1.0
+    if _INTEGER.fullmatch(pred) and _INTEGER.fullmatch(ref):
+        return float(int(pred) == int(ref))
+    return None
+
+
 @dataclass(eq=False)
 class _Worker:
     """Parent-side handle of one worker process."""
@@ -106,9 +116,12 @@ class VerifierPool:
     ``fast_path`` (items accepted by exact string match without a worker).
 
     ``target`` replaces the Math-Verify check with another picklable top-level function of
-    ``(pred, gold) -> bool``; it exists for tests. Calls from several threads are serialised
-    by a lock. Workers are spawned, so they import the parent's ``__main__`` module (guard
-    scripts with ``if __name__ == "__main__"``): start-up is ~0.7 s, ~2.5 s if it imports torch.
+    ``(pred, gold) -> bool`` (a task's own answer check, or a test double); ``shortcuts``
+    (default True) scores exact string matches and pairs of plain integers without a worker,
+    which is only right for checks that agree with them (Math-Verify does). Calls from
+    several threads are serialised by a lock. Workers are spawned, so they import the
+    parent's ``__main__`` module (guard scripts with ``if __name__ == "__main__"``): start-up
+    is ~0.7 s, ~2.5 s if it imports torch.
     """
 
     def __init__(
@@ -118,6 +131,7 @@ class VerifierPool:
         *,
         startup_timeout: float = 120.0,
         target: Target | None = None,
+        shortcuts: bool = True,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
@@ -132,6 +146,7 @@ class VerifierPool:
         self.fast_path = 0
         self.last_error: str | None = None
         self._target = target
+        self.shortcuts = shortcuts
         _standard_start_method()
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()
@@ -173,13 +188,9 @@ class VerifierPool:
             pred, ref = answer.strip(), gold.strip()
             if not pred or not ref:
                 continue
-            if pred == ref:
-                scores[i] = 1.0
-                self.fast_path += 1
-                continue
-            if _INTEGER.fullmatch(pred) and _INTEGER.fullmatch(ref):
-                # Two plain integers: equal values or not, exactly what Math-Verify would say.
-                scores[i] = float(int(pred) == int(ref))
+            quick = _shortcut(pred, ref) if self.shortcuts else None
+            if quick is not None:
+                scores[i] = quick
                 self.fast_path += 1
                 continue
             todo.append(i)

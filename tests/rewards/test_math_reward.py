@@ -178,3 +178,23 @@ def test_pool_works_off_the_main_thread(pool: VerifierPool) -> None:
     thread.start()
     thread.join(30.0)
     assert results == [[1.0, 0.0]]
+
+
+def gold_is_the_answer_reversed(pred: str, gold: str) -> bool:
+    """A task-specific check that disagrees with answer equivalence (picklable, top-level)."""
+    return pred == gold[::-1]
+
+
+def test_a_task_check_replaces_math_verify_and_its_shortcuts():
+    from tempo.rewards.scorer import RewardScorer
+
+    scorer = RewardScorer(timeout=5.0, check=gold_is_the_answer_reversed)
+    try:
+        out = scorer(["\\boxed{12}", "\\boxed{21}", "\\boxed{abc}", "no box"], ["21"] * 3 + ["x"])
+    finally:
+        scorer.close()
+    # "12" is "21" reversed: right; "21" equals the gold string, which the exact-match and
+    # integer shortcuts would have scored 1.0: the task's check says no.
+    assert out.correct == [True, False, False, False]
+    assert out.rewards == [1.0, 0.0, 0.0, 0.0]
+    assert scorer.pool.fast_path == 0 and scorer.pool.calls == 3
