@@ -81,3 +81,13 @@ def test_slurm_launcher_dry_run_writes_the_sbatch_script(tmp_path, monkeypatch):
         "#SBATCH --signal=USR2@120",
     ):
         assert line in script, (line, script)
+
+
+@pytest.mark.parametrize(
+    ("name", "scale", "aggregation", "clip_high"),
+    [("grpo", True, "grpo", 0.2), ("dr_grpo", False, "dr_grpo", 0.2), ("dapo", True, "dapo", 0.28)],
+)
+def test_algorithm_variants(name, scale, aggregation, clip_high):
+    grpo = hydra.utils.instantiate(_compose(f"algorithm={name}").algorithm)
+    assert (grpo.scale_by_std, grpo.aggregation, grpo.clip_high) == (scale, aggregation, clip_high)
+    assert grpo.lr == _compose().algorithm.lr  # shared keys come from algorithm/grpo
