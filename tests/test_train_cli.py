@@ -326,3 +326,18 @@ def test_a_local_model_directory_trains_through_model_hub(tmp_path, tiny_model, 
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["steps"] == 1
     assert not (tmp_path / "cache").exists()  # no warm-start for a given model
+
+
+def test_countdown_trains_and_evaluates_with_its_own_check(tmp_path):
+    proc = run_train(
+        *SMALL,
+        "task=countdown",
+        "trainer.max_steps=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cache=tmp_path / "cache",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["task"] == "countdown" and summary["status"] == "finished"
+    assert {f"eval/countdown/{k}" for k in EVAL_KEYS} <= set(summary["final"])
+    assert summary["final"]["reward/verifier_calls"] >= 0
