@@ -1,0 +1,129 @@
+"""PNG figures (matplotlib, Agg): curves per method with a min..max seed band, heat maps."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tempo.reporting.runs import Run  # noqa: E402
+from tempo.reporting.tables import Figure, finished  # noqa: E402
+
+PROB_PREFIX = "method/prob_T="
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+def seed_curve(
+    runs: list[Run], key: str
+) -> tuple[list[int], list[float], list[float], list[float]]:
+    """(steps, mean, min, max) of `key` across `runs` at every step any of them logged."""
+    by_step: dict[int, list[float]] = {}
+    for run in runs:
+        for step, value in zip(*run.series(key), strict=True):
+            if math.isfinite(value):
+                by_step.setdefault(step, []).append(value)
+    steps = sorted(by_step)
+    means = [sum(by_step[s]) / len(by_step[s]) for s in steps]
+    return steps, means, [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps]
+
+
+def _by_label(runs: list[Run]) -> dict[str, list[Run]]:
+    grouped: dict[str, list[Run]] = {}
+    for run in finished(runs):
+        grouped.setdefault(run.label, []).append(run)
+    return dict(sorted(grouped.items()))
+
+
+def line_plot(runs: list[Run], key: str, title: str, path: Path) -> Figure | None:
+    """Mean over seeds per method as a line, min..max over seeds as a band; None if no data."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    drawn = False
+    for label, group in _by_label(runs).items():
+        steps, mean, low, high = seed_curve(group, key)
+        if not steps:
+            continue
+        drawn = True
+        marker = "." if len(steps) < 30 else None
+        (line,) = ax.plot(steps, mean, label=f"{label} (n={len(group)})", marker=marker)
+        if len(group) > 1:
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.set_title(f"{title} (band: min..max over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Figure(title, path)
+
+
+def _candidate(key: str) -> float:
+    try:
+        return float(key[len(PROB_PREFIX) :])
+    except ValueError:
+        return math.inf
+
+
+def heatmap(label: str, group: list[Run], path: Path) -> Figure | None:
+    """Mean over seeds of `method/prob_T=<t>`: candidates on y, steps on x; None if none."""
+    keys = sorted(
+        {k for run in group for k in run.keys() if k.startswith(PROB_PREFIX)}, key=_candidate
+    )
+    if not keys:
+        return None
+    curves = {key: dict(zip(*seed_curve(group, key)[:2], strict=True)) for key in keys}
+    steps = sorted({s for curve in curves.values() for s in curve})
+    if not steps:
+        return None
+    grid = [[curves[key].get(s, math.nan) for s in steps] for key in keys]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(keys) + 2.2))
+    mids = [(a + b) / 2 for a, b in zip(steps, steps[1:], strict=False)]
+    x_edges = [steps[0] - 0.5, *mids, steps[-1] + 0.5]  # steps need not be evenly spaced
+    y_edges = [i - 0.5 for i in range(len(keys) + 1)]
+    image = ax.pcolormesh(x_edges, y_edges, grid, cmap="viridis", shading="flat")
+    ax.set_yticks(range(len(keys)))
+    ax.set_yticklabels([k[len(PROB_PREFIX) :] for k in keys])
+    ax.set_xlabel("step")
+    ax.set_ylabel("candidate temperature")
+    title = f"{label}: temperature probabilities"
+    ax.set_title(f"{title} (mean over {len(group)} seed(s))")
+    fig.colorbar(image, ax=ax, label="probability")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Figure(title, path)
+
+
+def make_plots(runs: list[Run], out: Path) -> list[Figure]:
+    """Write every figure the finished runs have data for into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    figures: list[Figure | None] = [
+        line_plot(runs, "train/reward_mean", "Training reward", out / "reward.png")
+    ]
+    for task in sorted({run.task for run in finished(runs) if run.task}):
+        key = f"eval/{task}/accuracy"
+        figures.append(
+            line_plot(runs, key, f"Held-out accuracy ({task})", out / f"accuracy_{_slug(task)}.png")
+        )
+    figures.append(
+        line_plot(runs, "explore/temperature_mean", "Mean temperature", out / "temperature.png")
+    )
+    figures.append(line_plot(runs, "explore/entropy", "Entropy at T=1", out / "entropy.png"))
+    for label, group in _by_label(runs).items():
+        if label.startswith("meta_policy") or any(
+            k.startswith(PROB_PREFIX) for run in group for k in run.keys()
+        ):
+            figures.append(heatmap(label, group, out / f"heatmap_{_slug(label)}.png"))
+    return [figure for figure in figures if figure is not None]
