@@ -20,7 +20,6 @@ gold string; it is pure, top-level (picklable) and bounded in time and memory on
 from __future__ import annotations
 
 import ast
-import hashlib
 import random
 import re
 from collections import Counter
@@ -28,16 +27,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from tempo.config_error import ConfigError
-from tempo.data.arithmetic import question_unit_hash
+from tempo.data.generated import GeneratedTask, _is_int
 from tempo.data.problem import Problem
 
-SPLITS = ("train", "test")
 MAX_ANSWER_CHARS = 200  # longer answers are rejected before parsing
 MAX_MAGNITUDE = 10**12  # any literal or intermediate (numerator/denominator) above this: reject
 MAX_NUMBERS = 10  # most numbers per question (keeps expressions far below MAX_ANSWER_CHARS)
 MAX_NUMBER_VALUE = 10**6  # largest allowed number_max / target_max
-_MAX_ATTEMPTS = 10_000
-_MAX_STALE_INDICES = 20_000
 _LATEX = (("\\times", "*"), ("\\cdot", "*"), ("\\div", "/"))
 _ALLOWED_CHARS = re.compile(r"[0-9+\-*/() ]+")
 _GOLD = re.compile(r"(\d+)\|(\d+(?:,\d+)*)(\|all)?")
@@ -157,11 +153,7 @@ def _combine(a: _Node, op: str, b: _Node) -> _Node:
     return _Node(a.value // b.value, f"{_wrap(a, a.prec < 2)}/{_wrap(b, b.prec < 3)}", 2)
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-class CountdownTask:
+class CountdownTask(GeneratedTask):
     """Generator of countdown problems: k numbers, a target reachable from (a subset of) them.
 
     Numbers are drawn from [number_min, number_max], k from [min_numbers, max_numbers]. A random
@@ -170,6 +162,8 @@ class CountdownTask:
     intermediate is an integer >= 0; a draw whose value is not in 1..target_max (or, without
     ``use_all``, equals one of the numbers, so a bare number would solve it) is redrawn.
     """
+
+    rng_prefix = "countdown|"
 
     answer_check = staticmethod(check_countdown)  # the runner's checker for this task
 
@@ -248,79 +242,16 @@ class CountdownTask:
             f", prompt_template={self.prompt_template!r})"
         )
 
-    def split_of(self, question: str) -> str:
-        """'test' iff the question's stable hash is below test_fraction, else 'train'."""
-        return "test" if question_unit_hash(question) < self.test_fraction else "train"
+    def _candidate(self, rng: random.Random) -> tuple[str, str, str] | None:
+        drawn = self._draw(rng)
+        if drawn is None:
+            return None
+        numbers, target, steps, expression = drawn
+        question = f"{' '.join(str(n) for n in numbers)} -> {target}"
+        solution = f"{', '.join(steps)}. \\boxed{{{expression}}}"
+        return question, gold_answer(target, numbers, self.use_all), solution
 
-    def problem(self, split: str, index: int) -> Problem:
-        """The index-th problem of `split`: first candidate from (seed, split, index, attempt)
-        RNGs that lands in that split. Deterministic per index; indices may repeat questions."""
-        if split not in SPLITS:
-            raise ConfigError("split", split, f"one of {SPLITS}")
-        if not _is_int(index) or index < 0:
-            raise IndexError(f"problem index must be a non-negative integer, got {index!r}")
-        max_attempts = max(
-            _MAX_ATTEMPTS, int(100 / min(self.test_fraction, 1 - self.test_fraction))
-        )
-        for attempt in range(max_attempts):
-            drawn = self._candidate(self._rng(split, index, attempt))
-            if drawn is None:
-                continue
-            numbers, target, steps, expression = drawn
-            question = f"{' '.join(str(n) for n in numbers)} -> {target}"
-            if self.split_of(question) != split:
-                continue
-            return Problem(
-                id=f"{self.name}/{split}/{index}",
-                question=question,
-                prompt=self.prompt_template.format(question=question),
-                answer=gold_answer(target, numbers, self.use_all),
-                solution=f"{', '.join(steps)}. \\boxed{{{expression}}}",
-            )
-        raise ConfigError(
-            "test_fraction",
-            self.test_fraction,
-            f"a value leaving the {split!r} split non-empty for this problem space "
-            f"(no {split} question in {max_attempts} draws)",
-        )
-
-    def train_problem(self, index: int) -> Problem:
-        """The index-th training problem (an endless stream; duplicates allowed)."""
-        return self.problem("train", index)
-
-    def test_problems(self) -> list[Problem]:
-        """The first num_test distinct held-out problems (ids keep their generator index)."""
-        if self._test_cache is None:
-            self._test_cache = self._collect_test()
-        return list(self._test_cache)
-
-    def _collect_test(self) -> list[Problem]:
-        seen: set[str] = set()
-        found: list[Problem] = []
-        index = stale = 0
-        while len(found) < self.num_test:
-            p = self.problem("test", index)
-            index += 1
-            if p.question in seen:
-                stale += 1
-                if stale >= _MAX_STALE_INDICES:
-                    raise ConfigError(
-                        "num_test",
-                        self.num_test,
-                        f"at most the number of distinct held-out questions (found {len(found)})",
-                    )
-                continue
-            stale = 0
-            seen.add(p.question)
-            found.append(p)
-        return found
-
-    def _rng(self, split: str, index: int, attempt: int) -> random.Random:
-        """Independent RNG per (seed, split, index, attempt); int seeding is version-stable."""
-        key = f"countdown|{self.seed}|{split}|{index}|{attempt}".encode()
-        return random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=16).digest(), "big"))
-
-    def _candidate(self, rng: random.Random) -> tuple[list[int], int, list[str], str] | None:
+    def _draw(self, rng: random.Random) -> tuple[list[int], int, list[str], str] | None:
         """(sorted numbers, target, steps, expression), or None if the draw misses 1..target_max."""
         k = rng.randint(self.min_numbers, self.max_numbers)
         numbers = [rng.randint(self.number_min, self.number_max) for _ in range(k)]

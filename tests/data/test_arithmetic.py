@@ -8,7 +8,8 @@ from fractions import Fraction
 import pytest
 
 from tempo.config_error import ConfigError
-from tempo.data.arithmetic import ArithmeticTask, answer_of, question_unit_hash, solution_of
+from tempo.data.arithmetic import ArithmeticTask, answer_of, solution_of
+from tempo.data.generated import question_unit_hash
 from tempo.data.problem import Problem
 
 STEP = re.compile(r"^(-?\d+)([+\-*/])(\d+)=(-?\d+)$")

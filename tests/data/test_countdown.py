@@ -14,9 +14,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from tempo.config_error import ConfigError
-from tempo.data import countdown
-from tempo.data.arithmetic import question_unit_hash
+from tempo.data import generated
 from tempo.data.countdown import CountdownTask, check_countdown, gold_answer, parse_gold
+from tempo.data.generated import question_unit_hash
 from tempo.data.problem import Problem
 from tempo.models.tokenizer import CHARACTERS
 
@@ -329,7 +329,7 @@ def test_invalid_split_and_index() -> None:
 
 
 def test_num_test_larger_than_the_held_out_space_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(countdown, "_MAX_STALE_INDICES", 300)
+    monkeypatch.setattr(generated, "_MAX_STALE_INDICES", 300)
     task = CountdownTask(
         min_numbers=2, max_numbers=2, number_max=2, target_max=4, num_test=50, test_fraction=0.5
     )
