@@ -169,7 +169,7 @@ class RLVRModule(L.LightningModule):
         else:
             update_metrics, statistics = self._update_policy(rollout, advantages, policy_opt)
         metrics.update(update_metrics)
-        if getattr(self.controller, "statistics_source", "rollout") == "post_update":
+        if self.controller.statistics_source == "post_update":
             statistics = self._statistics(rollout, self._signal_rows(advantages))
         metrics.update(self.controller.update(rollout, advantages, statistics))
 
@@ -230,7 +230,7 @@ class RLVRModule(L.LightningModule):
         return [rows[i : i + size] for i in range(0, len(rows), size)]
 
     def _wants_statistics(self) -> bool:
-        return getattr(self.controller, "statistics_source", "rollout") == "rollout"
+        return self.controller.statistics_source == "rollout"
 
     def _collect(
         self,
@@ -361,7 +361,7 @@ class RLVRModule(L.LightningModule):
             self._tick(opt)
             return zero, None
         params = [p for p in self.controller.parameters() if p.requires_grad]
-        max_norm = float(getattr(self.controller, "max_grad_norm", cfg.max_grad_norm))
+        max_norm = self.controller.max_grad_norm or cfg.max_grad_norm
         aggregation = {
             "aggregation": cfg.aggregation,
             "total_sequences": total_sequences,

@@ -57,6 +57,11 @@ class TemperatureController(nn.Module):
     name: str = "base"
     #: True if T can differ between tokens of one completion (per-token methods).
     per_token: bool = False
+    #: Which logits `logit_statistics` sees: "rollout" (the update's own pre-update forward
+    #: pass, no extra cost) or "post_update" (an extra no-grad pass after the update).
+    statistics_source: str = "rollout"
+    #: Gradient-norm clip of the method's own parameters (None: the policy's, algorithm.*).
+    max_grad_norm: float | None = None
 
     def setup(self, hidden_size: int, vocab_size: int, total_steps: int) -> None:
         """Called once the policy exists, with the sizes learned parts and schedules need."""
