@@ -3,6 +3,11 @@
 W&B raises at once when it has no API key and no mode, so tempo picks the mode itself:
 `auto` means online if a key is found (env var or netrc), offline otherwise. Offline runs can
 be uploaded later with `wandb sync`.
+
+Runs are laid out for comparing methods without dashboard set-up: the caller passes
+group = experiment name, job_type = method label, and tags from `run_tags` (`task:...`,
+`model:...`, `method:...` plus the user's own), so W&B can group by experiment, split by job
+type and filter by tag.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from lightning.pytorch.loggers import WandbLogger
 from tempo.config_error import ConfigError
 
 MODES = ("auto", "online", "offline", "disabled")
+MAX_TAG_LENGTH = 64  # W&B refuses longer (or empty) tags when the run starts
 
 
 def has_wandb_credentials() -> bool:
@@ -41,6 +47,41 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
+def _fit_tag(key: str, value: str) -> str:
+    """`key:value`, with a value too long for a tag cut to its end (a model path's tail)."""
+    tag = f"{key}:{value}"
+    if len(tag) <= MAX_TAG_LENGTH:
+        return tag
+    keep = MAX_TAG_LENGTH - len(key) - 2  # room for "key:" and the ellipsis
+    return f"{key}:\u2026{value[-keep:]}"
+
+
+def run_tags(
+    task_name: str | None,
+    model_name: str | None,
+    method_label: str | None,
+    extra_tags: Sequence[str] = (),
+) -> list[str]:
+    """W&B tags of a run: `task:<task>`, `model:<model>`, `method:<label>`, then `extra_tags`;
+    duplicates dropped (first kept), empty parts skipped.
+
+    Generated tags longer than W&B allows keep the end of the value; a user tag that W&B would
+    refuse (empty or over 64 characters) is a ConfigError of `logger.tags` now, not a failure
+    when the run starts.
+    """
+    tags = [
+        _fit_tag(key, str(value).strip())
+        for key, value in (("task", task_name), ("model", model_name), ("method", method_label))
+        if value is not None and str(value).strip()
+    ]
+    for tag in extra_tags:
+        tag = str(tag).strip()
+        if not 1 <= len(tag) <= MAX_TAG_LENGTH:
+            raise ConfigError("logger.tags", tag, f"tags of 1 to {MAX_TAG_LENGTH} characters")
+        tags.append(tag)
+    return list(dict.fromkeys(tags))
+
+
 def make_wandb_logger(
     save_dir: str,
     project: str,
@@ -52,7 +93,9 @@ def make_wandb_logger(
     job_type: str | None = None,
     config: dict[str, Any] | None = None,
 ) -> WandbLogger:
-    """A WandbLogger with the resolved mode and the full config attached."""
+    """A WandbLogger with the resolved mode and the full config attached (no run starts until
+    the logger is first used). `group` is the experiment, `job_type` the method label, `tags`
+    e.g. from `run_tags`."""
     logger = WandbLogger(
         save_dir=save_dir,
         project=project,

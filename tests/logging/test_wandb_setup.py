@@ -1,7 +1,13 @@
 import pytest
 
 from tempo.config_error import ConfigError
-from tempo.logging.wandb_setup import has_wandb_credentials, resolve_mode
+from tempo.logging.wandb_setup import (
+    MAX_TAG_LENGTH,
+    has_wandb_credentials,
+    make_wandb_logger,
+    resolve_mode,
+    run_tags,
+)
 
 
 @pytest.fixture
@@ -39,3 +45,55 @@ def test_environment_mode_wins(clean_env, monkeypatch):
 def test_unknown_mode_is_a_config_error(clean_env):
     with pytest.raises(ConfigError, match="logger.mode='sometimes'"):
         resolve_mode("sometimes")
+
+
+def test_run_tags_name_task_model_and_method_then_extra():
+    tags = run_tags("arithmetic", "tiny", "heuristic-linear", ["baseline", "v2"])
+    assert tags == ["task:arithmetic", "model:tiny", "method:heuristic-linear", "baseline", "v2"]
+
+
+def test_run_tags_drop_duplicates_and_empty_parts_keeping_order():
+    tags = run_tags("gsm8k", None, " fixed ", ["b", "task:gsm8k", "a", "b", " a "])
+    assert tags == ["task:gsm8k", "method:fixed", "b", "a"]
+    assert run_tags("", "", None) == []
+
+
+def test_run_tags_shorten_a_long_model_path_to_its_end():
+    path = "/very/long/local/checkpoint/directory/" * 3 + "Qwen2.5-0.5B-Instruct"
+    [tag] = run_tags(None, path, None)
+    assert len(tag) == MAX_TAG_LENGTH
+    assert tag.startswith("model:") and tag.endswith("Qwen2.5-0.5B-Instruct")
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "x" * (MAX_TAG_LENGTH + 1)])
+def test_run_tags_refuse_user_tags_wandb_would_refuse(bad):
+    with pytest.raises(ConfigError, match=r"logger\.tags="):
+        run_tags("arithmetic", "tiny", "fixed", [bad])
+
+
+@pytest.mark.parametrize("mode", ["disabled", "offline"])
+def test_make_wandb_logger_passes_grouping_without_starting_a_run(clean_env, mode):
+    tags = run_tags("arithmetic", "tiny", "heuristic-linear", ["mine"])
+    logger = make_wandb_logger(
+        save_dir=str(clean_env),
+        project="tempo-test",
+        name="heuristic-linear-s0",
+        group="compare_methods",
+        mode=mode,
+        tags=tags,
+        job_type="heuristic-linear",
+        config={"seed": 0},
+    )
+    init = logger._wandb_init  # what wandb.init will get (Lightning keeps it until first use)
+    assert init["group"] == "compare_methods"
+    assert init["job_type"] == "heuristic-linear"
+    assert init["tags"] == tags
+    assert init["mode"] == mode
+    assert (init["name"], init["project"], init["dir"]) == (
+        "heuristic-linear-s0",
+        "tempo-test",
+        str(clean_env),
+    )
+    assert init["config"] == {"seed": 0}
+    assert logger._experiment is None  # no W&B run was started
+    assert not (clean_env / "wandb").exists()
