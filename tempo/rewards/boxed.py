@@ -17,8 +17,11 @@ _BRACE_TOKENS = re.compile(r"\\.|[{}]", re.DOTALL)
 def boxed_span(text: str) -> tuple[int, int | None] | None:
     """Character range (start, end) of the last ``\\boxed{...}``'s content, or None.
 
-    ``end`` is None when that box is never closed (e.g. a truncated completion).
+    ``end`` is None when that box is never closed (e.g. a truncated completion). Anything but
+    a string has no box.
     """
+    if not isinstance(text, str):
+        return None
     start = text.rfind(_BOXED)
     if start < 0:
         return None

@@ -22,7 +22,9 @@ class RewardScorer:
 
     `check` is a task's own picklable `(answer, gold) -> bool` (e.g. countdown's exact
     evaluation); it then replaces Math-Verify in the same timed workers, without the
-    string/integer shortcuts that only hold for answer equivalence.
+    string/integer shortcuts that only hold for answer equivalence. `max_answer_chars` and
+    `memory_limit_mb` bound what one answer may cost (see `VerifierPool`): whatever the
+    completions, a call returns scores, each answer's check bounded by `timeout`.
     """
 
     def __init__(
@@ -31,9 +33,17 @@ class RewardScorer:
         workers: int = 1,
         format_weight: float = 0.0,
         check: Callable[[str, str], bool] | None = None,
+        *,
+        max_answer_chars: int | None = 1000,
+        memory_limit_mb: int | None = 2048,
     ) -> None:
         self.pool = VerifierPool(
-            timeout=timeout, workers=workers, target=check, shortcuts=check is None
+            timeout=timeout,
+            workers=workers,
+            target=check,
+            shortcuts=check is None,
+            max_answer_chars=max_answer_chars,
+            memory_limit_mb=memory_limit_mb,
         )
         self.format_weight = float(format_weight)
 
@@ -49,11 +59,15 @@ class RewardScorer:
         return ScoredBatch(rewards, correct, answers)
 
     def stats(self) -> dict[str, float]:
-        """Cumulative counters of the verifier (timeouts, errors, items sent to workers)."""
+        """Cumulative counters of the verifier: timeouts, errors, items sent to workers,
+        answers rejected as too long without a worker, and the longest time one answer held a
+        worker (seconds; at most about the timeout)."""
         return {
             "reward/verifier_timeouts": float(self.pool.timeouts),
             "reward/verifier_errors": float(self.pool.errors),
             "reward/verifier_calls": float(self.pool.calls),
+            "reward/verifier_rejected": float(self.pool.rejected),
+            "reward/verifier_max_latency_s": float(self.pool.max_latency),
         }
 
     def close(self) -> None:
