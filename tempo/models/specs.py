@@ -62,6 +62,13 @@ class TinyModel:
         )
         return model, self.tokenizer
 
+    def build_for_checkpoint(
+        self, task=None, accelerator: str = "cpu"
+    ) -> tuple[PreTrainedModel, Any]:
+        """The model a checkpoint's weights are loaded into: built from the config with random
+        weights (no warm-start, nothing read from or written to the cache)."""
+        return AutoModelForCausalLM.from_config(self.config), self.tokenizer
+
 
 class PretrainedModel:
     """Any causal LM by hub id or local path, through transformers (offline-safe)."""
@@ -114,3 +121,10 @@ class PretrainedModel:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         return model, tokenizer
+
+    def build_for_checkpoint(
+        self, task=None, accelerator: str = "cpu"
+    ) -> tuple[PreTrainedModel, Any]:
+        """The model a checkpoint's weights are loaded into: loaded as in `build` (the
+        checkpoint then replaces every weight)."""
+        return self.build(task, accelerator)

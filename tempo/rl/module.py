@@ -13,20 +13,17 @@ import copy
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tempo.data.problem import Problem
-from tempo.metrics import (
-    avg_at_k,
-    maj_at_k,
-    masked_mean,
-    masked_std,
-    pass_at_k,
-    unique_answers,
-)
+from tempo.evaluation.metrics import evaluation_metrics as shared_evaluation_metrics
+from tempo.evaluation.scoring import Samples, rollout_samples, score_problems
+from tempo.logging.samples import SampleWriter, log_to_wandb, sample_rows
+from tempo.metrics import masked_mean, masked_std, unique_answers
 from tempo.metrics.temperature_profile import (
     temperature_by_class,
     temperature_by_position,
@@ -37,6 +34,7 @@ from tempo.models.policy import forward_hidden, lm_head
 from tempo.rewards.scorer import RewardScorer
 from tempo.rl.grpo import GRPOConfig, group_advantages, policy_loss, zero_std_fraction
 from tempo.rl.logprobs import token_logprobs
+from tempo.rl.nonfinite import NonFiniteError, require_finite
 from tempo.rl.settings import EvalConfig, RolloutConfig
 from tempo.sampling.rollout import Rollout
 from tempo.sampling.sampler import Sampler
@@ -58,6 +56,7 @@ class RLVRModule(L.LightningModule):
         scorer: RewardScorer,
         task_name: str,
         seed: int = 0,
+        samples: SampleWriter | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -68,6 +67,7 @@ class RLVRModule(L.LightningModule):
         self.scorer = scorer
         self.task_name = task_name
         self.seed = seed
+        self.samples = samples
         self.sampler = Sampler(
             rollout.max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id
         )
@@ -81,6 +81,9 @@ class RLVRModule(L.LightningModule):
         self._eval_records: list[dict] = []
         self._token_pieces: list[str] | None = None
         self.last_eval_step = -1
+        self._resumed = False
+        self._reward_base: dict[str, float] = {}  # verifier counters up to the checkpoint
+        self._train_rng: tuple | None = None
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
@@ -151,10 +154,18 @@ class RLVRModule(L.LightningModule):
 
         prompts = [p.prompt for p in batch for _ in range(group)]
         golds = [p.answer for p in batch for _ in range(group)]
-        rollout = self._sample(prompts, self.controller)
+        try:
+            rollout = self._sample(prompts, self.controller)
+        except RuntimeError as err:  # torch.multinomial refuses NaN/inf probabilities
+            if "probability tensor" not in str(err):
+                raise
+            self._stop_nonfinite(
+                NonFiniteError(f"the policy's logits are not finite at RL step {step}"), None
+            )
         rollout_seconds = time.perf_counter() - started
 
-        scored = self.scorer(self._decode(rollout), golds)
+        texts = self._decode(rollout)
+        scored = self.scorer(texts, golds)
         rewards = torch.tensor(scored.rewards, device=self.device)
         advantages = group_advantages(
             rewards,
@@ -181,6 +192,10 @@ class RLVRModule(L.LightningModule):
                 "train/frac_zero_std_groups": float(zero_std_fraction(rewards, group)),
                 "train/response_length": float(rollout.lengths.mean()),
                 "train/truncated_frac": float((~rollout.finished).float().mean()),
+                # finished at the first token: nothing but EOS
+                "train/empty_frac": float(
+                    (rollout.finished & (rollout.lengths <= 1)).float().mean()
+                ),
                 "train/no_answer_frac": sum(a is None for a in scored.answers) / len(batch) / group,
                 "explore/entropy": masked_mean(rollout.entropy, mask),
                 "explore/entropy_at_T": masked_mean(rollout.entropy_at_T, mask),
@@ -194,7 +209,9 @@ class RLVRModule(L.LightningModule):
         )
         if self.controller.per_token:
             metrics.update(self._temperature_profile(rollout))
-        metrics.update(self.scorer.stats())
+        if self.samples is not None and self.samples.due(step) and self.trainer.is_global_zero:
+            self._save_samples(rollout, texts, prompts, golds, scored, step)
+        metrics.update(self._reward_stats())
         self._emit(metrics, step)
         self.log_dict(
             {"reward": metrics["train/reward_mean"], "acc": metrics["train/accuracy"]},
@@ -202,6 +219,26 @@ class RLVRModule(L.LightningModule):
             logger=False,
             batch_size=len(prompts),
         )
+
+    def _save_samples(self, rollout: Rollout, texts, prompts, golds, scored, step: int) -> None:
+        """A few of this step's completions: JSONL + temperature-coloured HTML, and W&B."""
+        if self._token_pieces is None:
+            self._token_pieces = token_pieces(self.tokenizer)
+        rows = sample_rows(
+            rollout,
+            texts,
+            prompts,
+            golds,
+            scored.answers,
+            scored.rewards,
+            scored.correct,
+            step=step,
+            limit=self.samples.limit,
+            group_size=self.grpo.group_size,
+            per_token=self.samples.per_token,
+            pieces_table=self._token_pieces,
+        )
+        log_to_wandb(self.loggers, rows, self.samples.write(rows, step), step)
 
     def _optimizers(self) -> list:
         opts = self.optimizers()
@@ -325,16 +362,34 @@ class RLVRModule(L.LightningModule):
                     total_tokens=total_tokens,
                     max_length=self.rollout_cfg.max_new_tokens,
                 )
+                self._require_finite(loss, "loss/policy", opt)
                 self.manual_backward(loss)
                 pass_loss += float(loss.detach())
                 weight = float(part.mask.sum()) / total_tokens
                 sums["loss/clip_frac"] += float(stats["clip_frac"]) * weight / cfg.mu
                 sums["loss/kl"] += float(stats["kl"]) * weight / cfg.mu
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            self._require_finite(norm, "the policy's gradient norm", opt)
             self._step(opt, counted=pass_ == cfg.mu - 1)
             sums["loss/policy"] += pass_loss / cfg.mu
             sums["loss/grad_norm"] += float(norm) / cfg.mu
         return dict(sums), statistics
+
+    def _require_finite(self, value: torch.Tensor, what: str, opt) -> None:
+        try:
+            require_finite(value, what, self.rl_step)
+        except NonFiniteError as err:
+            self._stop_nonfinite(err, opt)
+
+    def _stop_nonfinite(self, err: NonFiniteError, opt) -> None:
+        """Drop this step's gradients, save the state it started from, and stop the run."""
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+        path = Path(
+            self.trainer.default_root_dir, "checkpoints", f"nonfinite-step{self.rl_step}.ckpt"
+        )
+        self.trainer.save_checkpoint(path)
+        raise NonFiniteError(f"{err}; the state before it is saved in {path}") from None
 
     @staticmethod
     def _step(opt, counted: bool) -> None:
@@ -380,46 +435,83 @@ class RLVRModule(L.LightningModule):
                         logits = lm_head(self.model)(hidden)
                         statistics = self._collect(statistics, idx, logits, part, total_sequences)
                 loss, stats = self.controller.loss(hidden, part, advantages[idx], **aggregation)
+                self._require_finite(loss, "method/head_loss", opt)
                 self.manual_backward(loss)
                 weight = float(part.mask.sum()) / total_tokens
                 sums["method/head_loss"] += float(loss.detach()) / cfg.mu
                 sums["method/head_clip_frac"] += float(stats["clip_frac"]) * weight / cfg.mu
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            self._require_finite(norm, "the temperature head's gradient norm", opt)
             self._step(opt, counted=pass_ == cfg.mu - 1)
             sums["method/head_grad_norm"] += float(norm) / cfg.mu
         return dict(sums), statistics
 
     # ------------------------------------------------------------------ evaluation
+    def on_train_start(self) -> None:
+        """A run resumed from a checkpoint taken just before an evaluation (checkpoints are
+        saved at the end of the step, evaluation follows) runs that evaluation first, which
+        Lightning's own resume would skip: the metrics match an uninterrupted run's."""
+        if self._resumed and self._evaluation_due(self.rl_step):
+            self.evaluate_now()
+
+    def _evaluation_due(self, step: int) -> bool:
+        every = self.eval_cfg.every
+        interval = min(every, self.trainer.max_steps) if every else 0
+        return bool(interval) and step > 0 and step % interval == 0 and self.last_eval_step < step
+
+    @torch.no_grad()
+    def evaluate_now(self) -> None:
+        """One held-out evaluation outside Lightning's validation loop."""
+        self.on_validation_epoch_start()
+        for index, batch in enumerate(self.trainer.datamodule.val_dataloader()):
+            self.validation_step(batch, index)
+        self._finish_evaluation()
+
+    def on_validation_epoch_start(self) -> None:
+        """Evaluation samples from its own streams, seeded by (seed, step), and gives the
+        training streams back untouched afterwards: an evaluation does not change what the
+        run samples next, so a resumed run that repeats or skips one trains identically."""
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        self._train_rng = (self.generator, torch.get_rng_state(), cuda)
+        seed = (self.seed + self.rl_step * 1_000_003) % 2**63  # = seed at step 0, as tempo-eval
+        torch.manual_seed(seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def _restore_training_rng(self) -> None:
+        if self._train_rng is None:
+            return
+        self.generator, cpu, cuda = self._train_rng
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        self._train_rng = None
+
     def validation_step(self, batch: list[Problem], batch_idx: int) -> None:
         cfg = self.eval_cfg
-        golds = [p.answer for p in batch]
-        greedy_correct: list[bool] = [False] * len(batch)
-        if cfg.greedy:
-            greedy = self._sample([p.prompt for p in batch], None, greedy=True)
-            greedy_correct = self.scorer(self._decode(greedy), golds).correct
-        prompts = [p.prompt for p in batch for _ in range(cfg.samples)]
-        sampled = self._sample(prompts, self.eval_controller)
-        scored = self.scorer(self._decode(sampled), [g for g in golds for _ in range(cfg.samples)])
-        n = cfg.samples
-        for i, _ in enumerate(batch):
-            self._eval_records.append(
-                {
-                    "greedy": greedy_correct[i],
-                    "correct": scored.correct[i * n : (i + 1) * n],
-                    "answers": scored.answers[i * n : (i + 1) * n],
-                }
-            )
+        self._eval_records += score_problems(
+            self._eval_sample, self.scorer, batch, cfg.samples, cfg.greedy
+        )
+
+    def _eval_sample(self, prompts: list[str], greedy: bool) -> Samples:
+        """Held-out completions: greedy, or sampled under the evaluation controller."""
+        controller = None if greedy else self.eval_controller
+        return rollout_samples(self._sample(prompts, controller, greedy=greedy), self.tokenizer)
 
     def on_validation_epoch_end(self) -> None:
+        metrics = self._finish_evaluation()
+        key = f"eval/{self.task_name}/accuracy"
+        if metrics and key in metrics:
+            self.log("val_acc", metrics[key], prog_bar=True, logger=False)
+
+    def _finish_evaluation(self) -> dict[str, float] | None:
+        self._restore_training_rng()
         records, self._eval_records = self._eval_records, []
         if not records or self.trainer.sanity_checking:
-            return
+            return None
         metrics = evaluation_metrics(records, self.eval_cfg, f"eval/{self.task_name}")
         self.last_eval_step = self.rl_step
         self._emit(metrics, self.rl_step)
-        key = f"eval/{self.task_name}/accuracy" if self.eval_cfg.greedy else None
-        if key:
-            self.log("val_acc", metrics[key], prog_bar=True, logger=False)
+        return metrics
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -429,6 +521,8 @@ class RLVRModule(L.LightningModule):
         checkpoint["tempo_torch_rng"] = torch.get_rng_state()
         if torch.cuda.is_available():
             checkpoint["tempo_cuda_rng"] = torch.cuda.get_rng_state_all()
+        checkpoint["tempo_last_eval_step"] = self.last_eval_step
+        checkpoint["tempo_reward_stats"] = self._reward_stats()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("tempo_sampler_rng")
@@ -439,19 +533,16 @@ class RLVRModule(L.LightningModule):
             torch.set_rng_state(checkpoint["tempo_torch_rng"])
         if "tempo_cuda_rng" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["tempo_cuda_rng"])
+        self.last_eval_step = checkpoint.get("tempo_last_eval_step", self.last_eval_step)
+        self._reward_base = dict(checkpoint.get("tempo_reward_stats", {}))
+        self._resumed = True
+
+    def _reward_stats(self) -> dict[str, float]:
+        """The verifier's counters over the whole run, across resumes."""
+        stats = self.scorer.stats()
+        return {key: value + self._reward_base.get(key, 0.0) for key, value in stats.items()}
 
 
 def evaluation_metrics(records: list[dict], cfg: EvalConfig, prefix: str) -> dict[str, float]:
-    """Aggregate per-problem records into accuracy, avg@n, pass@k and maj@k."""
-    n = cfg.samples
-    count = len(records)
-    metrics = {f"{prefix}/avg@{n}": sum(avg_at_k(r["correct"]) for r in records) / count}
-    if cfg.greedy:
-        metrics[f"{prefix}/accuracy"] = sum(r["greedy"] for r in records) / count
-    for k in cfg.ks:
-        total = sum(pass_at_k(n, sum(r["correct"]), k) for r in records)
-        metrics[f"{prefix}/pass@{k}"] = total / count
-    metrics[f"{prefix}/maj@{n}"] = (
-        sum(maj_at_k(r["answers"], r["correct"]) for r in records) / count
-    )
-    return metrics
+    """Training's held-out metrics: `tempo.evaluation.metrics.evaluation_metrics` at `cfg`."""
+    return shared_evaluation_metrics(records, cfg.ks, cfg.samples, cfg.greedy, prefix)

@@ -1,0 +1,163 @@
+"""`tempo-eval`: evaluate a tempo-train checkpoint or any causal LM on held-out problems.
+
+Composes `conf/eval.yaml`, instantiates and validates every part (a checkpoint's model and
+method come from its run's `.hydra/config.yaml`, each task from `conf/task/<name>.yaml`),
+then hands them to `tempo.evaluation.runner.run_evaluation`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from tempo.config_error import ConfigError
+from tempo.evaluation.loading import (
+    checkpoint_label,
+    find_checkpoint,
+    model_label,
+    read_run_config,
+)
+from tempo.evaluation.runner import DEFAULT_MAX_NEW_TOKENS, EvalParts, format_table, run_evaluation
+from tempo.hydra_cli import build, check_overrides
+
+
+def eval_label(checkpoint: str | None, name_or_path: str | None) -> str:
+    """Run-directory / W&B name: the checkpoint's run directory, else the model's name."""
+    return checkpoint_label(checkpoint) if checkpoint else model_label(name_or_path)
+
+
+OmegaConf.register_new_resolver("eval_label", eval_label, replace=True)
+
+# An absolute path, so the console script finds conf/ as `python -m tempo.evaluate` does.
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+DEFAULT_TASK = "arithmetic"
+
+
+def available_tasks() -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / "task").glob("*.yaml"))
+
+
+def task_node(name: Any, run_cfg: DictConfig | None, overrides: DictConfig | None) -> DictConfig:
+    """The config of task `name`: the checkpoint run's own task settings when it trained on a
+    task of that name, else `conf/task/<name>.yaml`; then `task_overrides.<name>` on top."""
+    if run_cfg is not None and run_cfg.task.get("name") == name:
+        base = run_cfg.task
+    else:
+        choices = available_tasks()
+        if not isinstance(name, str) or name not in choices:
+            raise ConfigError("tasks", name, f"one of {', '.join(choices)}")
+        composed = hydra.compose(config_name=f"task/{name}")
+        base = composed.task if "task" in composed else composed
+    extra = overrides.get(name) if overrides is not None else None
+    return OmegaConf.merge(base, extra) if extra is not None else base
+
+
+def task_names(cfg: DictConfig, run_cfg: DictConfig | None) -> list[Any]:
+    names = cfg.tasks
+    if names is None:
+        return [run_cfg.task.name if run_cfg is not None else DEFAULT_TASK]
+    if isinstance(names, str):
+        return [names]
+    names = list(names)
+    if not names or len(set(map(str, names))) != len(names):
+        raise ConfigError("tasks", names, "a non-empty list of task names without repeats")
+    return names
+
+
+def parts_from_config(cfg: DictConfig) -> EvalParts:
+    """Instantiate and validate everything before any model is loaded."""
+    options = build("eval", cfg.eval)
+    common = {
+        "options": options,
+        "reward": build("reward", cfg.reward),
+        "device": build("trainer", cfg.trainer),
+        "logger": build("logger", cfg.logger),
+    }
+    run_cfg = None
+    if cfg.checkpoint is not None:
+        source = find_checkpoint(cfg.checkpoint)
+        run_cfg = read_run_config(source)
+    overrides = cfg.get("task_overrides")
+    tasks = [
+        build(f"task_overrides.{name}", task_node(name, run_cfg, overrides))
+        for name in task_names(cfg, run_cfg)
+    ]
+    for task in tasks:  # loads benchmark data now, so a missing file fails before the model
+        if not task.test_problems():
+            raise ConfigError("tasks", task.name, "a task with held-out problems (none found)")
+    if run_cfg is None:
+        model = build("model", cfg.model)
+        return EvalParts(
+            tasks=tasks,
+            model=model,
+            max_new_tokens=options.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+            source={
+                "kind": "model",
+                "model": OmegaConf.select(cfg, "model.name_or_path")
+                or cfg.model._target_.rsplit(".", 1)[-1],
+            },
+            **common,
+        )
+    rollout = run_cfg.get("rollout") or {}
+    return EvalParts(
+        tasks=tasks,
+        model=build("run.model", run_cfg.model),
+        method=build("run.method", run_cfg.method),
+        checkpoint=source,
+        total_steps=int(OmegaConf.select(run_cfg, "trainer.max_steps", default=1) or 1),
+        max_new_tokens=options.max_new_tokens
+        or rollout.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS),
+        source={
+            "kind": "checkpoint",
+            "checkpoint": str(source.path),
+            "run_dir": str(source.run_dir),
+            "method": run_cfg.method._target_.rsplit(".", 1)[-1],
+            "model": OmegaConf.select(run_cfg, "model.name_or_path")
+            or run_cfg.model._target_.rsplit(".", 1)[-1],
+        },
+        **common,
+    )
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def evaluate(cfg: DictConfig) -> dict | None:
+    """One evaluation job (or one job of a `-m` sweep)."""
+    try:
+        parts = parts_from_config(cfg)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if parts.checkpoint is not None:
+            config.pop("model", None)  # the checkpoint run's model is evaluated, not this one
+        results = run_evaluation(
+            parts,
+            run_dir=HydraConfig.get().runtime.output_dir,
+            seed=cfg.seed,
+            label=cfg.label,
+            experiment=cfg.experiment_name,
+            config=config,
+            save_samples=cfg.save_samples,
+        )
+    except ConfigError as err:
+        print(f"tempo-eval: invalid config: {err}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # let the sweep record this job's failure
+        sys.exit(2)
+    print(format_table(results))
+    print(f"results: {Path(HydraConfig.get().runtime.output_dir) / 'eval_results.json'}")
+    return results
+
+
+def main() -> None:
+    """`tempo-eval [overrides]`: bad overrides fail in one line before Hydra starts the job."""
+    check_overrides(CONFIG_DIR, "eval", "tempo-eval", sys.argv[1:])
+    evaluate()
+
+
+if __name__ == "__main__":
+    main()
