@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 from tempo.config_error import ConfigError
 from tempo.data.datamodule import PromptDataModule
-from tempo.logging.jsonl import JsonlLogger
-from tempo.logging.wandb_setup import make_wandb_logger
-from tempo.rewards.scorer import RewardScorer
+from tempo.logging.jsonl import JsonlLogger, JsonlState
+from tempo.logging.samples import DEFAULT_T_RANGE, SamplesConfig, SampleWriter
+from tempo.logging.wandb_setup import make_wandb_logger, run_tags
+from tempo.rl.checkpoint_io import AtomicCheckpointIO
 from tempo.rl.grpo import GRPOConfig
 from tempo.rl.module import RLVRModule
+from tempo.rl.preemption import PreemptionCheckpoint
 from tempo.rl.settings import (
     EvalConfig,
     LoggerConfig,
@@ -49,6 +52,90 @@ class RunParts:
     reward: RewardConfig
     trainer: TrainerConfig
     logger: LoggerConfig
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
+
+
+class Preempted(Exception):
+    """The run stopped on a preemption signal after saving a checkpoint."""
+
+    def __init__(self, signum: int, step: int | None, checkpoint: Path) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(
+            f"stopped by signal {signum} after RL step {step}; checkpoint {checkpoint}; "
+            "run the same command again (same run directory) to resume"
+        )
+
+
+#: Settings a resumed run may change; any other difference means a different experiment.
+RESUMABLE_CHANGES = ("ckpt_path", "trainer.max_steps", "trainer.progress_bar", "trainer.threads")
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest of the run directory's `last.ckpt` and `step<N>.ckpt` files. Saves are atomic
+    renames, so the newest file is complete; a job killed between writing `step<N>.ckpt` and
+    `last.ckpt` resumes from the former."""
+    folder = run_dir / "checkpoints"
+    found = [*folder.glob("step*.ckpt"), *folder.glob("last.ckpt")] if folder.is_dir() else []
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), default=None)
+
+
+def resolve_checkpoint(run_dir: Path, ckpt_path: str | os.PathLike | None) -> Path | None:
+    """The checkpoint to resume from: `ckpt_path` itself; for `last`, the run directory's newest
+    checkpoint, which must exist; for None that same one when there is one (a re-launched job
+    picks up its run)."""
+    latest = latest_checkpoint(run_dir)
+    if ckpt_path is None:
+        return latest
+    if str(ckpt_path) == "last":
+        if latest is None:
+            raise ConfigError(
+                "ckpt_path",
+                "last",
+                f"'last' only when {run_dir / 'checkpoints'} holds a checkpoint "
+                "(set hydra.run.dir to the run)",
+            )
+        return latest
+    if not Path(ckpt_path).is_file():
+        raise ConfigError("ckpt_path", str(ckpt_path), "an existing checkpoint file")
+    return Path(ckpt_path)
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    if isinstance(config, dict) and config:
+        flat: dict[str, Any] = {}
+        for key, value in config.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: config}
+
+
+def check_same_experiment(run_dir: Path, config: dict[str, Any] | None) -> None:
+    """Refuse to continue a run directory's checkpoint under a different config: the run's first
+    config is kept in `run_config.json`, and only RESUMABLE_CHANGES may differ."""
+    saved_path = run_dir / "run_config.json"
+    if config is None:
+        return
+    if not saved_path.is_file():
+        saved_path.write_text(json.dumps(config, indent=2, default=str))
+        return
+    saved = _flatten(json.loads(saved_path.read_text()))
+    now = _flatten(json.loads(json.dumps(config, default=str)))
+    changed = sorted(
+        key
+        for key in saved.keys() | now.keys()
+        if saved.get(key) != now.get(key)
+        and not any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES)
+    )
+    if changed:
+        key = changed[0]
+        raise ConfigError(
+            "hydra.run.dir",
+            str(run_dir),
+            f"a run directory of this same config (it holds a run with {key}="
+            f"{saved.get(key)!r}, not {now.get(key)!r}; {len(changed)} setting(s) differ): "
+            "use a new directory to start a new run",
+        )
 
 
 def run_training(
@@ -59,30 +146,106 @@ def run_training(
     experiment: str,
     config: dict[str, Any] | None = None,
     ckpt_path: str | os.PathLike | None = None,
+    method_label: str | None = None,
+    model_label: str | None = None,
 ) -> dict[str, Any]:
     """Warm-start/load the model, evaluate, train with GRPO, evaluate, write summary.json.
 
-    `ckpt_path` resumes from a Lightning checkpoint of an earlier run (policy, optimisers,
-    temperature controller, RNG states, step); the evaluation at start is then skipped.
+    Resumes from `ckpt_path` (a Lightning checkpoint, or `last`), or by itself from the run
+    directory's `checkpoints/last.ckpt` when one exists: policy, optimisers, temperature
+    controller, RNG states, step and the metrics file's position are restored. Any failure
+    still writes `summary.json` (status `failed`, with the error) before it propagates.
     """
     started = time.time()
     run_dir = Path(run_dir)
-    if ckpt_path is not None and not Path(ckpt_path).is_file():
-        raise ConfigError("ckpt_path", str(ckpt_path), "an existing checkpoint file")
+    resume_from = resolve_checkpoint(run_dir, ckpt_path)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resume_from is not None and ckpt_path is None:
+        print(f"[tempo] resuming from {resume_from}", file=sys.stderr)
+    if (
+        resume_from is not None
+        and resume_from.resolve().parent == (run_dir / "checkpoints").resolve()
+    ):
+        check_same_experiment(run_dir, config)
+    else:
+        _set_aside_stale_files(run_dir)
+        if config is not None:
+            (run_dir / "run_config.json").write_text(json.dumps(config, indent=2, default=str))
+    guard = PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt")
+    guard.install()
+    jsonl = JsonlLogger(run_dir)
+    module = None
+    try:
+        labels = {"method": method_label or parts.method.name, "model": model_label or "model"}
+        module, status = _train(
+            parts, run_dir, seed, run_name, experiment, config, resume_from, guard, jsonl, labels
+        )
+    except BaseException as err:
+        if not isinstance(err, KeyboardInterrupt):
+            jsonl.close()
+            steps = module.rl_step if module is not None else None
+            summary = _summary(jsonl, parts, "failed", time.time() - started, steps)
+            summary["error"] = f"{type(err).__name__}: {err}".splitlines()[0]
+            _write_summary(run_dir, summary)
+        raise
+    finally:
+        guard.uninstall()
+    jsonl.close()
+    summary = _summary(jsonl, parts, status, time.time() - started, module.rl_step)
+    _write_summary(run_dir, summary)
+    if status == "preempted":
+        guard.chain()  # e.g. submitit's requeue, which may exit here
+        raise Preempted(guard.signum, guard.saved_step, guard.path)
+    return summary
+
+
+def record_failure(run_dir: str | os.PathLike, error: str) -> None:
+    """Mark a run that failed before training started (e.g. a bad value in one sweep job), so
+    `tempo-compare` lists it; an existing summary (an earlier run's result) is never replaced."""
+    run_dir = Path(run_dir)
+    if (run_dir / "summary.json").exists():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_summary(run_dir, {"status": "failed", "error": error.splitlines()[0] if error else ""})
+
+
+def _set_aside_stale_files(run_dir: Path) -> None:
+    """A fresh start in a directory that holds an earlier attempt without a checkpoint (it
+    died before the first one): keep its files under a new name instead of appending to them."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in ("metrics.jsonl", "summary.json"):
+        path = run_dir / name
+        if path.is_file():
+            path.rename(run_dir / f"{path.stem}.before-{stamp}{path.suffix}")
+
+
+def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    tmp = run_dir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, run_dir / "summary.json")
+
+
+def _train(
+    parts: RunParts,
+    run_dir: Path,
+    seed: int,
+    run_name: str,
+    experiment: str,
+    config: dict[str, Any] | None,
+    resume_from: Path | None,
+    guard: PreemptionCheckpoint,
+    jsonl: JsonlLogger,
+    labels: dict[str, str],
+) -> tuple[RLVRModule, str]:
     if parts.trainer.threads:
         torch.set_num_threads(parts.trainer.threads)
-    L.seed_everything(seed, workers=True, verbose=False)
-
     model, tokenizer = parts.model.build(parts.task, parts.trainer.accelerator)
     model.train()
+    # Seeded after the build: a warm-start that trains (cache miss) draws from torch's RNG and
+    # one loaded from the cache does not, and the run must not depend on which happened.
+    L.seed_everything(seed, workers=True, verbose=False)
     parts.method.setup(model.config.hidden_size, model.config.vocab_size, parts.trainer.max_steps)
-    scorer = RewardScorer(
-        parts.reward.timeout,
-        parts.reward.workers,
-        parts.reward.format_weight,
-        check=getattr(parts.task, "answer_check", None),  # a task's own verifier, if any
-    )
+    scorer = parts.reward.scorer(check=getattr(parts.task, "answer_check", None))
     module = RLVRModule(
         model,
         tokenizer,
@@ -93,6 +256,13 @@ def run_training(
         scorer,
         task_name=parts.task.name,
         seed=seed,
+        samples=SampleWriter.from_config(
+            run_dir,
+            parts.samples,
+            per_token=parts.method.per_token,
+            t_range=_colour_range(parts.method),
+            title=f"{run_name}: sample completions",
+        ),
     )
     data = PromptDataModule(
         parts.task,
@@ -102,7 +272,6 @@ def run_training(
         parts.evaluation.batch_size,
         seed=seed,
     )
-    jsonl = JsonlLogger(run_dir)
     loggers: list = [jsonl]
     if parts.logger.backend == "wandb":
         loggers.append(
@@ -113,34 +282,51 @@ def run_training(
                 group=experiment,
                 mode=parts.logger.mode,
                 entity=parts.logger.entity,
-                tags=[*parts.logger.tags, f"task:{parts.task.name}"],
-                job_type=parts.method.name,
+                tags=run_tags(
+                    parts.task.name, labels["model"], labels["method"], parts.logger.tags
+                ),
+                job_type=labels["method"],
                 config=config,
             )
         )
-    trainer = _make_trainer(parts, run_dir, loggers)
+    trainer = _make_trainer(parts, run_dir, loggers, [JsonlState(jsonl), guard])
     try:
-        if parts.evaluation.at_start and ckpt_path is None:
+        if parts.evaluation.at_start and resume_from is None:
             trainer.validate(module, datamodule=data, verbose=False)
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # the final state
-        if module.last_eval_step != module.rl_step:
-            trainer.validate(module, datamodule=data, verbose=False)
-        status = "finished"
+        if guard.signum is None:
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        if guard.signum is not None:
+            if guard.saved_step is None:  # signalled before the first step ended
+                trainer.save_checkpoint(guard.path)
+                guard.saved_step = module.rl_step
+            status = "preempted"
+        else:
+            trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # the final state
+            if module.last_eval_step != module.rl_step:
+                trainer.validate(module, datamodule=data, verbose=False)
+            status = "finished"
     finally:
         scorer.close()
-    final_dir = run_dir / "final_model"
-    model.save_pretrained(final_dir)
-    tokenizer.save_pretrained(final_dir)
-    jsonl.close()
+    if status == "finished":
+        final_dir = run_dir / "final_model"
+        model.save_pretrained(final_dir)
+        tokenizer.save_pretrained(final_dir)
     for logger in loggers[1:]:
-        logger.finalize("success")
-    summary = _summary(jsonl, parts, status, time.time() - started, module.rl_step)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        logger.finalize("success" if status == "finished" else status)
+    return module, status
 
 
-def _make_trainer(parts: RunParts, run_dir: Path, loggers: list) -> L.Trainer:
+def _colour_range(method: TemperatureController) -> tuple[float, float]:
+    """The temperature scale of the sample pages: the method's own range, widened to hold 1."""
+    t_min, t_max = getattr(method, "t_min", None), getattr(method, "t_max", None)
+    if isinstance(t_min, (int, float)) and isinstance(t_max, (int, float)) and t_min < t_max:
+        return min(float(t_min), 1.0), max(float(t_max), 1.0)
+    return DEFAULT_T_RANGE
+
+
+def _make_trainer(
+    parts: RunParts, run_dir: Path, loggers: list, extra_callbacks: list
+) -> L.Trainer:
     # Lightning warns (with a page of example code) that manual-optimisation checkpoints hold
     # the state after the step's update: that is exactly the state a resume continues from.
     warnings.filterwarnings(
@@ -156,7 +342,8 @@ def _make_trainer(parts: RunParts, run_dir: Path, loggers: list) -> L.Trainer:
             every_n_train_steps=parts.trainer.checkpoint_every,
             save_top_k=parts.trainer.keep_checkpoints,
             save_last=True,
-        )
+        ),
+        *extra_callbacks,
     ]
     if parts.trainer.progress_bar:
         callbacks.append(RichProgressBar())
@@ -170,6 +357,7 @@ def _make_trainer(parts: RunParts, run_dir: Path, loggers: list) -> L.Trainer:
         precision=parts.trainer.precision,
         logger=loggers,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         val_check_interval=min(every, steps) if every else None,
         check_val_every_n_epoch=None if every else 1,
         num_sanity_val_steps=0,
@@ -179,7 +367,9 @@ def _make_trainer(parts: RunParts, run_dir: Path, loggers: list) -> L.Trainer:
     )
 
 
-def _summary(jsonl: JsonlLogger, parts: RunParts, status: str, seconds: float, steps: int) -> dict:
+def _summary(
+    jsonl: JsonlLogger, parts: RunParts, status: str, seconds: float, steps: int | None
+) -> dict:
     prefix = f"eval/{parts.task.name}/"
     summary: dict[str, Any] = {
         "status": status,

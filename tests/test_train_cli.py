@@ -109,6 +109,16 @@ def test_summary_and_checkpoint(finished_run):
     assert (finished_run / ".hydra" / "config.yaml").is_file()
 
 
+def test_sample_completions_are_saved_as_jsonl_and_temperature_coloured_html(finished_run):
+    rows = [json.loads(x) for x in (finished_run / "samples" / "step000000.jsonl").open()]
+    assert len(rows) == 2  # one per prompt group (rollout.prompts_per_step=2), limit 8
+    for row in rows:  # fixed T = 1; reward = correctness (no format bonus)
+        assert row["step"] == 0 and row["mean_temperature"] == pytest.approx(1.0)
+        assert row["reward"] == float(row["correct"]) and row["prompt"].endswith("=")
+    page = (finished_run / "samples" / "step000000.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and rows[0]["prompt"].split("=")[0] in page
+
+
 def test_second_run_reuses_the_cached_warm_start(finished_run, tmp_path):
     cached = list((finished_run / "cache").glob("warmstart-*/meta.json"))
     assert len(cached) == 1
@@ -239,8 +249,10 @@ def test_resume_restores_the_controller_state(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     before = [json.loads(x) for x in (first / "metrics.jsonl").read_text().splitlines()]
     after = [json.loads(x) for x in (second / "metrics.jsonl").read_text().splitlines()]
-    # continues where the first run stopped (then the final evaluation, also at step 3)
-    assert [line["step"] for line in after] == [2, 3] and "train/accuracy" in after[0]
+    # the first run's lines up to its checkpoint, then where it stopped (and the final
+    # evaluation, also at step 3)
+    assert [line["step"] for line in after] == [0, 1, 2, 3] and "train/accuracy" in after[2]
+    assert after[:2] == before[:2]
     labels = [f"{0.6 + 0.1 * k:.1f}" for k in range(10)]
     trained = [line for line in before if "train/accuracy" in line]
     assert trained[-1]["step"] == 1
@@ -249,7 +261,7 @@ def test_resume_restores_the_controller_state(tmp_path):
     scaled = [(e - lo) / (hi - lo) for e in ema] if hi > lo else [1.0] * 10
     expected_pi = [v / sum(scaled) for v in scaled]
     for t, p in zip(labels, expected_pi, strict=True):
-        assert after[0][f"method/prob_T={t}"] == pytest.approx(p, abs=1e-9)
+        assert after[2][f"method/prob_T={t}"] == pytest.approx(p, abs=1e-9)
     assert hi > lo and ema != list(range(10))  # the restored EMA, not the initial one
 
 
@@ -303,7 +315,7 @@ def test_resume_from_a_mid_run_checkpoint_continues_like_the_full_run(tmp_path, 
         return {line["step"]: line for line in lines if "train/accuracy" in line}
 
     a, b = trained(full), trained(resumed)
-    assert sorted(b) == [2, 3]
+    assert sorted(b) == [0, 1, 2, 3]  # the metrics up to the checkpoint come with it
     for step in (2, 3):  # same problems, samples, temperatures and updates as the full run
         for key in ("train/reward_mean", "train/response_length", "explore/temperature_mean"):
             assert b[step][key] == pytest.approx(a[step][key], abs=1e-6), (step, key)

@@ -6,16 +6,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader
 
 from tempo.data.problem import Problem
 
 # Each seed reads its own stretch of the train stream, so seeds differ in data order too.
 SEED_STRIDE = 1_000_000_000
-
-
-def _as_list(batch: list[Problem]) -> list[Problem]:
-    return batch
 
 
 class StepBatches:
@@ -54,6 +49,20 @@ class StepBatches:
         """Nothing to restore: the position is the restored global step."""
 
 
+class HeldOutBatches:
+    """Held-out problems in fixed batches. Unlike a DataLoader, iterating draws nothing from
+    torch's RNG, so an evaluation never shifts the training run's random streams."""
+
+    def __init__(self, problems: list[Problem], batch_size: int) -> None:
+        self.batches = [problems[i : i + batch_size] for i in range(0, len(problems), batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[Problem]]:
+        return iter(self.batches)
+
+
 class PromptDataModule(L.LightningDataModule):
     """Train: `steps` batches of `prompts_per_step` problems; val: `num_eval` test problems."""
 
@@ -83,6 +92,5 @@ class PromptDataModule(L.LightningDataModule):
             start=lambda: self.trainer.global_step if self.trainer is not None else 0,
         )
 
-    def val_dataloader(self) -> DataLoader:
-        problems = self.task.test_problems()[: self.num_eval]
-        return DataLoader(problems, batch_size=self.eval_batch_size, collate_fn=_as_list)
+    def val_dataloader(self) -> HeldOutBatches:
+        return HeldOutBatches(self.task.test_problems()[: self.num_eval], self.eval_batch_size)

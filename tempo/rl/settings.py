@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tempo.config_error import ConfigError
+from tempo.rewards.scorer import RewardScorer
 
 
 def _positive_int(key: str, value: object, minimum: int = 1) -> None:
@@ -62,6 +63,8 @@ class RewardConfig:
     timeout: float = 5.0  # wall-clock seconds per answer before the verifier worker is replaced
     workers: int = 1  # verifier worker processes
     format_weight: float = 0.0  # reward += format_weight * [completion has a \\boxed{}]
+    max_answer_chars: int | None = 1000  # longer extracted answers score 0 without a check
+    memory_limit_mb: int | None = 2048  # growth allowed per verifier worker (None = no limit)
 
     def __post_init__(self) -> None:
         if not isinstance(self.timeout, (int, float)) or not self.timeout > 0:
@@ -69,6 +72,21 @@ class RewardConfig:
         _positive_int("workers", self.workers)
         if not isinstance(self.format_weight, (int, float)) or self.format_weight < 0:
             raise ConfigError("format_weight", self.format_weight, "a number >= 0")
+        if self.max_answer_chars is not None:
+            _positive_int("max_answer_chars", self.max_answer_chars)
+        if self.memory_limit_mb is not None:
+            _positive_int("memory_limit_mb", self.memory_limit_mb, minimum=64)
+
+    def scorer(self, check: Callable[[str, str], bool] | None = None) -> RewardScorer:
+        """The scorer these settings describe; `check` is a task's own answer check."""
+        return RewardScorer(
+            self.timeout,
+            self.workers,
+            self.format_weight,
+            check=check,
+            max_answer_chars=self.max_answer_chars,
+            memory_limit_mb=self.memory_limit_mb,
+        )
 
 
 @dataclass
@@ -85,8 +103,34 @@ class TrainerConfig:
     threads: int | None = None  # torch CPU threads (None = torch's default)
     progress_bar: bool = True
 
+    ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+    PRECISIONS = (
+        "32-true",
+        "32",
+        "64-true",
+        "64",
+        "16-mixed",
+        "bf16-mixed",
+        "16-true",
+        "bf16-true",
+    )
+
     def __post_init__(self) -> None:
         _positive_int("max_steps", self.max_steps)
+        if self.accelerator not in self.ACCELERATORS:
+            raise ConfigError(
+                "accelerator", self.accelerator, f"one of {', '.join(self.ACCELERATORS)}"
+            )
+        if str(self.precision) not in self.PRECISIONS:
+            raise ConfigError("precision", self.precision, f"one of {', '.join(self.PRECISIONS)}")
+        if not (
+            self.devices == "auto"
+            or (isinstance(self.devices, int) and self.devices >= 1)
+            or (isinstance(self.devices, (list, tuple)) and self.devices)
+        ):
+            raise ConfigError(
+                "devices", self.devices, "an integer >= 1, a list of device ids or auto"
+            )
         _positive_int("checkpoint_every", self.checkpoint_every)
         if self.keep_checkpoints != -1:
             _positive_int("keep_checkpoints", self.keep_checkpoints)
@@ -107,3 +151,6 @@ class LoggerConfig:
     def __post_init__(self) -> None:
         if self.backend not in ("wandb", "jsonl"):
             raise ConfigError("backend", self.backend, "one of wandb, jsonl")
+        modes = ("auto", "online", "offline", "disabled")
+        if self.mode not in modes:
+            raise ConfigError("mode", self.mode, f"one of {', '.join(modes)}")

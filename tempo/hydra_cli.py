@@ -1,0 +1,128 @@
+"""Command-line helpers shared by the Hydra entry points: one-line errors for bad overrides.
+
+Hydra reports a bad override (unknown option, unknown key, syntax) in several lines plus a hint
+about HYDRA_FULL_ERROR. Entry points call `check_overrides` first: it composes the config once
+(a fraction of a second, no heavy work) and turns a composition error into one line naming the
+override and what is allowed, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+
+from tempo.config_error import ConfigError
+
+#: Flags after which Hydra does something other than run one job; those are left to Hydra.
+_HYDRA_FLAGS = {"-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i"}
+_HYDRA_FLAGS |= {"--resolve", "--package", "-p", "--shell-completion", "-sc", "--version"}
+_HYDRA_FLAGS |= {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
+
+
+def _unparsable(args: Sequence[str]) -> str | None:
+    parser = OverridesParser.create()
+    for arg in args:
+        try:
+            parser.parse_override(arg)
+        except HydraException:
+            return arg
+    return None
+
+
+def describe_composition_error(err: Exception, args: Sequence[str] = ()) -> str:
+    """One line for a Hydra composition error."""
+    if isinstance(err, OverrideParseException):
+        bad = _unparsable(args)
+        reason = str(err).splitlines()[0]
+        return f"{bad!r} is not an override key=value ({reason}; quote values with brackets)"
+    match = re.match(r"Could not override '([^']+)'", str(err))
+    if match:
+        key = match[1]
+        group, _, name = key.rpartition(".")
+        return (
+            f"{key} does not exist: allowed the keys already in {group or 'the config'} "
+            f"(add a new one with +{key}=...)"
+        )
+    if isinstance(err, MissingConfigException) and err.options:
+        missing = err.missing_cfg_file or ""
+        group, _, option = missing.rpartition("/")
+        return (
+            f"{group}={option!s} is invalid: allowed one of {', '.join(sorted(err.options))}"
+            if group
+            else f"{missing}: not found"
+        )
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else type(err).__name__
+    hint = next((line for line in lines[1:] if line.startswith("To append")), None)
+    return f"{text} {hint}" if hint else text
+
+
+def check_overrides(config_dir: str, config_name: str, prog: str, argv: Sequence[str]) -> None:
+    """Compose `config_name` with the command line's overrides; exit 2 with one line on error.
+
+    Sweeps (`-m`) and Hydra's own flags are passed through unchecked: Hydra composes each
+    sweep job itself.
+    """
+    args = list(argv)
+    if any(arg in _HYDRA_FLAGS or arg.startswith("--") for arg in args):
+        return
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            compose(config_name, overrides=args, return_hydra_config=True)
+    except HydraException as err:
+        print(f"{prog}: invalid override: {describe_composition_error(err, args)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def build(key: str, node: DictConfig) -> Any:
+    """Instantiate one config group; a bad value becomes a ConfigError naming `key.field`."""
+    try:
+        return hydra.utils.instantiate(node, _convert_="all")
+    except MissingMandatoryValue as err:
+        field = getattr(err, "full_key", None) or key
+        raise ConfigError(str(field), "???", "a value: it has no default, set it") from None
+    except Exception as err:  # Hydra wraps constructor errors; find ours in the chain
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, (ConfigError, TypeError)):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, ConfigError):
+            raise ConfigError(f"{key}.{cause.key}", cause.value, cause.allowed) from None
+        if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
+            name = str(cause).rsplit("'", 2)[-2] if "'" in str(cause) else "?"
+            target = node.get("_target_", key)
+            raise ConfigError(f"{key}.{name}", node.get(name), f"keys of {target}") from None
+        raise
+
+
+class SweepReport(Callback):
+    """At the end of a `-m` sweep: one line counting finished and failed jobs (from each job's
+    `summary.json`), and exit code 1 if any failed. Jobs record a failure instead of raising,
+    so one bad job never stops a launcher from finishing the others."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        statuses: dict[str, list[str]] = {}
+        for summary in sorted(sweep_dir.glob("*/summary.json")):
+            try:
+                status = json.loads(summary.read_text()).get("status", "unknown")
+            except (OSError, ValueError):
+                status = "unreadable"
+            statuses.setdefault(status, []).append(summary.parent.name)
+        counts = ", ".join(f"{len(jobs)} {status}" for status, jobs in sorted(statuses.items()))
+        print(f"tempo: sweep {sweep_dir}: {counts or 'no job summaries'}", file=sys.stderr)
+        failed = statuses.get("failed", [])
+        if failed:
+            print(f"tempo: failed jobs: {', '.join(failed)}", file=sys.stderr)
+            sys.exit(1)
