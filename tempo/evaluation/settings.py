@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from tempo.config_error import ConfigError
 from tempo.evaluation.metrics import all_ks
+from tempo.rl.settings import ACCELERATORS, PRECISIONS
 
 
 def _int_at_least(key: str, value: object, minimum: int) -> int:
@@ -70,8 +71,8 @@ class EvalDevice:
     threads: int | None = None  # torch CPU threads (None = torch's default)
     progress_bar: bool = True
 
-    ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
-    PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+    ACCELERATORS = ACCELERATORS  # the same choices as training's
+    PRECISIONS = PRECISIONS
 
     def __post_init__(self) -> None:
         if self.accelerator not in self.ACCELERATORS:

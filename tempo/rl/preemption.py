@@ -31,6 +31,7 @@ class PreemptionCheckpoint(Callback):
         self.signum: int | None = None
         self.saved_step: int | None = None
         self._previous: dict[int, Any] = {}
+        self._previous_after: dict[int, Any] = {}  # kept by `uninstall` for `chain`
 
     def install(self) -> None:
         """Start recording the signals (main thread only; elsewhere signals cannot be caught)."""
@@ -73,6 +74,6 @@ class PreemptionCheckpoint(Callback):
     def chain(self) -> None:
         """Hand the signal to the handler that was installed before ours, if it is a function
         (e.g. submitit's requeue); default and ignore dispositions are left alone."""
-        previous: Callable | Any = getattr(self, "_previous_after", {}).get(self.signum)
+        previous: Callable | Any = self._previous_after.get(self.signum)
         if self.signum is not None and callable(previous):
             previous(self.signum, None)

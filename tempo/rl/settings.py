@@ -14,6 +14,11 @@ def _positive_int(key: str, value: object, minimum: int = 1) -> None:
         raise ConfigError(key, value, f"an integer >= {minimum}")
 
 
+#: What tempo passes on to `lightning.Trainer(accelerator=..., precision=...)`.
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+
+
 @dataclass
 class RolloutConfig:
     """How much is sampled per training step."""
@@ -103,17 +108,8 @@ class TrainerConfig:
     threads: int | None = None  # torch CPU threads (None = torch's default)
     progress_bar: bool = True
 
-    ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
-    PRECISIONS = (
-        "32-true",
-        "32",
-        "64-true",
-        "64",
-        "16-mixed",
-        "bf16-mixed",
-        "16-true",
-        "bf16-true",
-    )
+    ACCELERATORS = ACCELERATORS
+    PRECISIONS = PRECISIONS
 
     def __post_init__(self) -> None:
         _positive_int("max_steps", self.max_steps)
