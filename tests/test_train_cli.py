@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -111,9 +112,11 @@ def test_summary_and_checkpoint(finished_run):
 
 def test_sample_completions_are_saved_as_jsonl_and_temperature_coloured_html(finished_run):
     rows = [json.loads(x) for x in (finished_run / "samples" / "step000000.jsonl").open()]
-    assert len(rows) == 2  # one per prompt group (rollout.prompts_per_step=2), limit 8
-    for row in rows:  # fixed T = 1; reward = correctness (no format bonus)
-        assert row["step"] == 0 and row["mean_temperature"] == pytest.approx(1.0)
+    # samples.limit=8 of the step's 2 prompts x 4 completions: one per group first, then more
+    assert len(rows) == 8 and len({r["prompt"] for r in rows}) == 2
+    fixed_t = OmegaConf.load(finished_run / ".hydra" / "config.yaml").method.temperature
+    for row in rows:  # every token at the fixed T; reward = correctness (no format bonus)
+        assert row["step"] == 0 and row["mean_temperature"] == pytest.approx(fixed_t)
         assert row["reward"] == float(row["correct"]) and row["prompt"].endswith("=")
     page = (finished_run / "samples" / "step000000.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and rows[0]["prompt"].split("=")[0] in page
