@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.test_train_cli import SMALL, run_train
+from tests.test_train_cli import SMALL, run_module, run_train
 
-ROOT = Path(__file__).resolve().parents[1]
 # A task small enough that 300 warm-start steps of the 2-layer model get some answers right:
 # single-digit additions, 20 held-out problems, completions up to 24 tokens.
 TASK = ["task.operations=[+]", "task.max_ops=1", "task.operand_max=9"]
@@ -32,15 +29,7 @@ KEYS += [*(f"maj@{k}" for k in range(1, N + 1)), "temperature_mean"]
 
 
 def run_eval(*overrides: str, cache: Path, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TEMPO_CACHE_DIR=str(cache), HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
-    return subprocess.run(
-        [sys.executable, "-m", "tempo.evaluate", *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_module("tempo.evaluate", *overrides, cache=cache, timeout=timeout)
 
 
 def read(run: Path) -> tuple[dict, list[dict], list[dict]]:

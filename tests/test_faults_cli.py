@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_train_cli import ROOT, SMALL, run_sweep, run_train
+from tests.test_train_cli import ROOT, SMALL, offline_env, run_sweep, run_train
 
 RESUMABLE = [*SMALL, "trainer.max_steps=6", "eval.every=2", "samples.every=2"]
 
@@ -25,16 +25,10 @@ def _metrics(run: Path) -> list[dict]:
 
 
 def _start(*overrides: str, cache: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "TEMPO_CACHE_DIR": str(cache),
-        "HF_HUB_OFFLINE": "1",
-        "WANDB_MODE": "disabled",
-    }
     return subprocess.Popen(
         [sys.executable, "-m", "tempo.train", *overrides],
         cwd=ROOT,
-        env=env,
+        env=offline_env(cache),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

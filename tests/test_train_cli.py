@@ -49,16 +49,27 @@ TRAIN_KEYS = [
 EVAL_KEYS = ["accuracy", "avg@2", "pass@1", "pass@2", "maj@2"]
 
 
-def run_train(*overrides: str, cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TEMPO_CACHE_DIR=str(cache), HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
+def offline_env(cache: Path) -> dict[str, str]:
+    """The environment of a tempo subprocess: private warm-start cache, no hub, no W&B."""
+    return dict(os.environ, TEMPO_CACHE_DIR=str(cache), HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
+
+
+def run_module(
+    module: str, *overrides: str, cache: Path, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """`python -m <module> <overrides>` from the repository root, offline."""
     return subprocess.run(
-        [sys.executable, "-m", "tempo.train", *overrides],
+        [sys.executable, "-m", module, *overrides],
         cwd=ROOT,
-        env=env,
+        env=offline_env(cache),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_train(*overrides: str, cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return run_module("tempo.train", *overrides, cache=cache, timeout=timeout)
 
 
 def run_sweep(sweep_dir: Path, *overrides: str, steps: int, timeout: int = 300):
