@@ -3,36 +3,134 @@
 The temperature controller is consulted once per decoding step with that step's logits and
 last hidden state; whatever it returns is used to sample and is stored per token, so every
 later log-prob can be recomputed under the same behaviour policy.
+
+The decoding loop has no host-device synchronisation: tokens are drawn with the exponential
+race (argmax of p / E, E ~ Exp(1), the Gumbel-max trick in another form) instead of
+`torch.multinomial`, padding after EOS and the per-token masks are worked out once after the
+loop, and the "has every row finished?" test reads a flag copied to the host asynchronously.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel, StaticCache
 
+from tempo.config_error import ConfigError
 from tempo.models.policy import decoder_body, lm_head, position_ids_from_mask
+from tempo.sampling.fast_decoder import FastDecoder, supports
 from tempo.sampling.rollout import Rollout
 from tempo.temperature.base import TemperatureController
 
+DECODERS = ("auto", "fast", "hf")
 
-def _entropy(logp: torch.Tensor) -> torch.Tensor:
+#: One decoding step: the t-th new token of every row [B] -> the next last hidden state [B, d].
+Step = Callable[[Tensor, int], Tensor]
+
+
+def _entropy(logp: Tensor) -> Tensor:
     return -(logp.exp() * logp).sum(-1)
+
+
+def exponential_race(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One index per row drawn from `probs` [B, V]: argmax_v p_v / E_v with E_v ~ Exp(1).
+
+    P(argmax = v) = p_v / sum(p) exactly (the smallest of independent exponentials with rates
+    p_v is the v-th with probability proportional to p_v), so this equals multinomial sampling
+    but needs no cumulative sum, binary search or validity check (which syncs on GPU).
+    """
+    race = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / race).argmax(-1)
 
 
 def _supports_4d_mask(model: PreTrainedModel) -> bool:
     return getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager")
 
 
-def _step_mask(key_valid: torch.Tensor, model: PreTrainedModel):
-    """A function of the step giving the [B, 1, 1, K] mask for that step's query."""
-    view = key_valid[:, None, None, :]
-    if model.config._attn_implementation == "sdpa":
-        return lambda t: view  # boolean: True = attend
-    dtype = next(model.parameters()).dtype
-    neg = torch.finfo(dtype).min
-    return lambda t: torch.zeros(view.shape, dtype=dtype, device=view.device).masked_fill(
-        ~view, neg
-    )
+def _hf_steps(
+    model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, steps: int, static: bool
+) -> tuple[Tensor, Step]:
+    """The general path through the model's own forward: prefill, then one call per token."""
+    body = decoder_body(model)
+    batch, prompt_len = prompt_ids.shape
+    device = prompt_ids.device
+    attn = torch.ones(batch, prompt_len + steps, dtype=torch.long, device=device)
+    attn[:, :prompt_len] = prompt_mask
+    positions = position_ids_from_mask(prompt_mask)
+    next_position = positions[:, -1:] + 1
+    # Under autocast RoPE returns float32 keys beside bf16 values, which StaticCache rejects.
+    static = static and _supports_4d_mask(model) and not torch.is_autocast_enabled(device.type)
+    if static:
+        cache = StaticCache(config=model.config, max_cache_len=prompt_len + steps)
+        key_valid = attn.bool()
+        key_valid[:, prompt_len:] = False
+        view = key_valid[:, None, None, :]
+        if model.config._attn_implementation == "sdpa":
+            mask_4d = view  # boolean: True = attend; updated in place every step
+        else:
+            dtype = next(model.parameters()).dtype
+            mask_4d = torch.zeros(view.shape, dtype=dtype, device=device)
+        cache_positions = torch.arange(prompt_len, prompt_len + steps, device=device)
+    else:
+        cache = DynamicCache(config=model.config)
+    first = body(
+        input_ids=prompt_ids,
+        attention_mask=attn[:, :prompt_len],
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+    ).last_hidden_state[:, -1]
+
+    def step(token: Tensor, t: int) -> Tensor:
+        if static:
+            key_valid[:, prompt_len + t] = True
+            if mask_4d is not view:
+                neg = torch.finfo(mask_4d.dtype).min
+                mask_4d.zero_().masked_fill_(~view, neg)
+            mask_arg, cache_position = mask_4d, cache_positions[t : t + 1]
+        else:
+            mask_arg, cache_position = attn[:, : prompt_len + t + 1], None
+        return body(
+            input_ids=token[:, None],
+            attention_mask=mask_arg,
+            position_ids=next_position + t,
+            past_key_values=cache,
+            use_cache=True,
+            cache_position=cache_position,
+        ).last_hidden_state[:, -1]
+
+    return first, step
+
+
+class _FinishedFlag:
+    """Answers "has every row emitted EOS?" without stalling the device.
+
+    On GPU the flag is copied to pinned host memory without blocking and read only once the
+    copy has landed, so the loop may run a step or two past the end (those columns are
+    padding and are trimmed). On CPU the copy is immediate.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.host = torch.zeros((), dtype=torch.bool, pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+        self.pending = False
+
+    def post(self, finished: Tensor) -> None:
+        if self.pending:
+            return
+        self.host.copy_(finished.all(), non_blocking=self.cuda)
+        if self.event is not None:
+            self.event.record()
+        self.pending = True
+
+    def done(self) -> bool:
+        if not self.pending or (self.event is not None and not self.event.query()):
+            return False
+        self.pending = False
+        return bool(self.host)
 
 
 class Sampler:
@@ -42,11 +140,12 @@ class Sampler:
         max_new_tokens: hard cap on completion length (completions without EOS by then are
             marked truncated).
         eos_token_id / pad_token_id: end-of-completion and filler ids.
-        check_every: how often (in steps) to test whether every row has finished; the test
-            syncs host and device, so on GPU it should not run every step.
-        static_cache: preallocate the KV cache for prompt + max_new_tokens and pass a
-            ready 4D attention mask, which skips the per-step cache concatenation and mask
-            building (used when the model's attention is `sdpa` or `eager`).
+        check_every: decoding steps between tests of whether every row has finished.
+        static_cache: on the general (`hf`) path, preallocate the KV cache and pass a ready
+            4D attention mask (models with `sdpa` or `eager` attention).
+        decoder: `auto` runs tempo's fused one-token step (`tempo.sampling.fast_decoder`) for
+            the model families it supports and the model's own forward otherwise; `fast`
+            requires the fused step; `hf` always uses the model's forward.
     """
 
     def __init__(
@@ -56,60 +155,56 @@ class Sampler:
         pad_token_id: int,
         check_every: int = 4,
         static_cache: bool = True,
+        decoder: str = "auto",
     ) -> None:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+        if decoder not in DECODERS:
+            raise ConfigError("decoder", decoder, f"one of {', '.join(DECODERS)}")
         self.max_new_tokens = max_new_tokens
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
         self.check_every = max(1, check_every)
         self.static_cache = static_cache
+        self.decoder = decoder
+
+    def _steps(
+        self, model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor
+    ) -> tuple[Tensor, Step]:
+        if self.decoder != "hf":
+            reason = supports(model)
+            if reason is None:
+                fast = FastDecoder(model, prompt_ids, prompt_mask, self.max_new_tokens)
+                return fast.first_hidden, fast.step
+            if self.decoder == "fast":
+                raise ConfigError("decoder", "fast", f"auto or hf for this model ({reason})")
+        return _hf_steps(model, prompt_ids, prompt_mask, self.max_new_tokens, self.static_cache)
 
     @torch.no_grad()
     def rollout(
         self,
         model: PreTrainedModel,
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
         controller: TemperatureController | None,
         generator: torch.Generator | None = None,
         greedy: bool = False,
     ) -> Rollout:
         """Sample one completion per prompt row. `greedy` takes the argmax (T recorded as 1)."""
-        body, head = decoder_body(model), lm_head(model)
-        batch, prompt_len = prompt_ids.shape
+        head = lm_head(model)
+        batch = prompt_ids.shape[0]
         device = prompt_ids.device
         steps = self.max_new_tokens
-        attn = torch.ones(batch, prompt_len + steps, dtype=torch.long, device=device)
-        attn[:, :prompt_len] = prompt_mask
-        positions = position_ids_from_mask(prompt_mask)
-        next_position = positions[:, -1:] + 1
+        hidden, advance = self._steps(model, prompt_ids, prompt_mask)
 
-        static = self.static_cache and _supports_4d_mask(model)
-        if static:
-            cache = StaticCache(config=model.config, max_cache_len=prompt_len + steps)
-            # Keys each new token may attend to; the 4D view is updated in place every step.
-            key_valid = attn.bool()
-            key_valid[:, prompt_len:] = False
-            step_mask = _step_mask(key_valid, model)
-        else:
-            cache = DynamicCache(config=model.config)
-        hidden = body(
-            input_ids=prompt_ids,
-            attention_mask=attn[:, :prompt_len],
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-        ).last_hidden_state[:, -1]
-
-        tokens = torch.full((batch, steps), self.pad_token_id, dtype=torch.long, device=device)
-        mask = torch.zeros(batch, steps, device=device)
+        tokens = torch.empty(batch, steps, dtype=torch.long, device=device)
         temps = torch.ones(batch, steps, device=device)
         logprobs = torch.zeros(batch, steps, device=device)
         entropy = torch.zeros(batch, steps, device=device)
         entropy_t = torch.zeros(batch, steps, device=device)
-        records: dict[str, torch.Tensor] = {}
-        alive = torch.ones(batch, dtype=torch.bool, device=device)
+        records: dict[str, Tensor] = {}
+        finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        flag = _FinishedFlag(device)
         prev_t = (
             controller.initial_temperature(batch, device)
             if controller is not None
@@ -119,14 +214,10 @@ class Sampler:
         for t in range(steps):
             logits = head(hidden).float()
             logp1 = torch.log_softmax(logits, dim=-1)
+            entropy[:, t] = _entropy(logp1)
             if greedy or controller is None:
-                temp = torch.ones(batch, device=device)
                 logp_t = logp1
-                token = (
-                    logits.argmax(-1)
-                    if greedy
-                    else torch.multinomial(logp1.exp(), 1, generator=generator).squeeze(1)
-                )
+                token = logits.argmax(-1) if greedy else exponential_race(logp1.exp(), generator)
             else:
                 decision = controller.temperature(logits, hidden, prev_t, t)
                 temp = decision.temperature
@@ -135,45 +226,37 @@ class Sampler:
                         records[key] = torch.zeros(batch, steps, dtype=value.dtype, device=device)
                     records[key][:, t] = value
                 logp_t = torch.log_softmax(logits / temp[:, None], dim=-1)
-                token = torch.multinomial(logp_t.exp(), 1, generator=generator).squeeze(1)
-            alive_f = alive.float()
-            token = torch.where(alive, token, self.pad_token_id)
+                token = exponential_race(logp_t.exp(), generator)
+                temps[:, t] = temp
+                prev_t = temp
             tokens[:, t] = token
-            mask[:, t] = alive_f
-            temps[:, t] = temp
-            logprobs[:, t] = logp_t.gather(1, token[:, None]).squeeze(1) * alive_f
-            entropy[:, t] = _entropy(logp1) * alive_f
-            entropy_t[:, t] = _entropy(logp_t) * alive_f if logp_t is not logp1 else entropy[:, t]
-            prev_t = temp
-            alive = alive & (token != self.eos_token_id)
-            if t + 1 == steps or ((t + 1) % self.check_every == 0 and not bool(alive.any())):
+            logprobs[:, t] = logp_t.gather(1, token[:, None]).squeeze(1)
+            entropy_t[:, t] = entropy[:, t] if logp_t is logp1 else _entropy(logp_t)
+            finished |= token == self.eos_token_id
+            if t + 1 == steps:
+                break
+            if flag.done():
                 length = t + 1
                 break
-            if static:
-                key_valid[:, prompt_len + t] = True
-                mask_arg = step_mask(t)
-                cache_position = torch.tensor([prompt_len + t], device=device)
-            else:
-                mask_arg, cache_position = attn[:, : prompt_len + t + 1], None
-            hidden = body(
-                input_ids=token[:, None],
-                attention_mask=mask_arg,
-                position_ids=next_position + t,
-                past_key_values=cache,
-                use_cache=True,
-                cache_position=cache_position,
-            ).last_hidden_state[:, -1]
+            if (t + 1) % self.check_every == 0:
+                flag.post(finished)
+            hidden = advance(token, t)
 
-        finished = ~alive
+        tokens = tokens[:, :length]
+        is_eos = tokens == self.eos_token_id
+        # A position is part of the completion if no EOS came strictly before it.
+        mask = (is_eos.cumsum(-1) - is_eos.long()) == 0
+        maskf = mask.float()
+        length = max(1, int(mask.sum(-1).max()))  # the one sync: trim all-padding columns
         return Rollout(
             prompt_ids=prompt_ids,
             prompt_mask=prompt_mask,
-            tokens=tokens[:, :length],
-            mask=mask[:, :length],
+            tokens=tokens.masked_fill(~mask, self.pad_token_id)[:, :length],
+            mask=maskf[:, :length],
             temperatures=temps[:, :length],
-            logprobs=logprobs[:, :length],
-            entropy=entropy[:, :length],
-            entropy_at_T=entropy_t[:, :length],
-            finished=finished,
+            logprobs=(logprobs[:, : mask.shape[1]] * maskf)[:, :length],
+            entropy=(entropy[:, : mask.shape[1]] * maskf)[:, :length],
+            entropy_at_T=(entropy_t[:, : mask.shape[1]] * maskf)[:, :length],
+            finished=is_eos.any(-1),
             controller_data={k: v[:, :length] for k, v in records.items()},
         )

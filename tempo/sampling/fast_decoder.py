@@ -1,0 +1,212 @@
+"""A lean one-token decoding step for Llama-family models (Qwen2, Qwen3, Llama, Mistral).
+
+`transformers`' forward is general: per call it builds masks, walks cache objects and output
+dataclasses, and runs q/k/v and gate/up as separate matmuls. For one new token per row that
+bookkeeping costs as much as the arithmetic on small models. This module runs the same
+computation straight from the model's own parameters: q/k/v and gate/up fused into one matmul
+each (a snapshot of the weights taken when the decoder is built, i.e. once per rollout), a
+preallocated KV cache written in place, and attention over the filled prefix only. The prompt
+is still encoded by the model's own forward (once per rollout), whose keys and values seed the
+cache. Models it does not recognise fall back to the general path (`supports` says which).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import DynamicCache, PreTrainedModel
+
+from tempo.models.policy import decoder_body, position_ids_from_mask
+
+SUPPORTED_TYPES = ("qwen2", "qwen3", "llama", "mistral")
+
+
+def supports(model: PreTrainedModel) -> str | None:
+    """None when the fast step reproduces `model`'s forward, else the reason it cannot."""
+    config = model.config
+    if config.model_type not in SUPPORTED_TYPES:
+        return f"model_type {config.model_type!r} (fast step knows {', '.join(SUPPORTED_TYPES)})"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"hidden_act {config.hidden_act!r}"
+    layer_types = getattr(config, "layer_types", None) or []
+    if any(kind != "full_attention" for kind in layer_types):
+        return "sliding-window attention layers"
+    if config.model_type == "mistral" and getattr(config, "sliding_window", None):
+        return "sliding-window attention"
+    return None
+
+
+def _rms(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """RMSNorm as the HF models compute it: normalise in float32, scale in the input dtype."""
+    dtype = x.dtype
+    if dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(x, weight.shape, weight, eps)  # one fused kernel, same arithmetic
+    x = x.float()
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(dtype)
+
+
+@dataclass
+class _Layer:
+    ln1: Tensor
+    ln2: Tensor
+    w_qkv: Tensor
+    b_qkv: Tensor | None
+    w_o: Tensor
+    b_o: Tensor | None
+    w_gate_up: Tensor
+    b_gate_up: Tensor | None
+    w_down: Tensor
+    b_down: Tensor | None
+    q_norm: Tensor | None
+    k_norm: Tensor | None
+    keys: Tensor  # [B, Hkv, S, D], preallocated for prompt + new tokens
+    values: Tensor
+
+
+def _fused_bias(*parts: torch.nn.Linear) -> Tensor | None:
+    """The biases of linears whose weights are stacked (zeros for those without), or None."""
+    if all(p.bias is None for p in parts):
+        return None
+    return torch.cat(
+        [p.bias if p.bias is not None else p.weight.new_zeros(p.weight.shape[0]) for p in parts]
+    )
+
+
+class FastDecoder:
+    """Encodes a left-padded prompt batch, then decodes one token per row per `step` call.
+
+    Holds its own KV cache for `prompt_len + max_new_tokens` positions. Outputs are the last
+    hidden states after the final norm, as `model.base_model(...).last_hidden_state[:, -1]`.
+    """
+
+    @torch.no_grad()
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        max_new_tokens: int,
+    ) -> None:
+        config = model.config
+        body = decoder_body(model)
+        batch, prompt_len = prompt_ids.shape
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.eps = config.rms_norm_eps
+        self.scaling = self.head_dim**-0.5
+        self.prompt_len = prompt_len
+        self.embed = body.embed_tokens.weight
+        self.final_norm = body.norm.weight
+
+        cache = DynamicCache(config=config)
+        positions = position_ids_from_mask(prompt_mask)
+        out = body(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        self.first_hidden = out.last_hidden_state[:, -1]
+
+        total = prompt_len + max_new_tokens
+        self.layers: list[_Layer] = []
+        for index, layer in enumerate(body.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            keys, values = cache.layers[index].keys, cache.layers[index].values
+            shape = (batch, self.kv_heads, total, self.head_dim)
+            k_buf, v_buf = keys.new_empty(shape), values.new_empty(shape)
+            k_buf[:, :, :prompt_len] = keys
+            v_buf[:, :, :prompt_len] = values
+            w_qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+            b_qkv = _fused_bias(attn.q_proj, attn.k_proj, attn.v_proj)
+            q_norm = attn.q_norm.weight if hasattr(attn, "q_norm") else None
+            # The 1/sqrt(D) of the attention scores, folded into the query (RoPE is linear;
+            # with a query norm it must scale the norm's output instead).
+            if q_norm is not None:
+                q_norm = q_norm * self.scaling
+            else:
+                rows = self.heads * self.head_dim
+                w_qkv[:rows] *= self.scaling
+                if b_qkv is not None:
+                    b_qkv[:rows] *= self.scaling
+            self.layers.append(
+                _Layer(
+                    ln1=layer.input_layernorm.weight,
+                    ln2=layer.post_attention_layernorm.weight,
+                    w_qkv=w_qkv,
+                    b_qkv=b_qkv,
+                    w_o=attn.o_proj.weight,
+                    b_o=attn.o_proj.bias,
+                    w_gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+                    b_gate_up=_fused_bias(mlp.gate_proj, mlp.up_proj),
+                    w_down=mlp.down_proj.weight,
+                    b_down=mlp.down_proj.bias,
+                    q_norm=q_norm,
+                    k_norm=attn.k_norm.weight if hasattr(attn, "k_norm") else None,
+                    keys=k_buf,
+                    values=v_buf,
+                )
+            )
+        del cache
+
+        # Rotary tables for every new position of every row: [B, new, D] -> per step [B, 1, D].
+        steps = torch.arange(max_new_tokens, device=prompt_ids.device)
+        new_positions = positions[:, -1:] + 1 + steps
+        cos, sin = body.rotary_emb(self.first_hidden, new_positions)
+        half = self.head_dim // 2
+        sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+        self.cos, self.signed_sin = cos[:, :, None], sin[:, :, None]
+        # Additive key mask over the whole cache: prompt padding is never attended to.
+        self.key_bias: Tensor | None = None
+        if not bool(prompt_mask.bool().all()):
+            neg = torch.finfo(self.first_hidden.dtype).min
+            bias = torch.zeros(batch, total, dtype=self.first_hidden.dtype, device=keys.device)
+            bias[:, :prompt_len].masked_fill_(~prompt_mask.bool(), neg)
+            self.key_bias = bias[:, None, None]  # [B, 1, 1, S]
+
+    def _rotate(self, x: Tensor, t: int) -> Tensor:
+        """RoPE of x [B, heads, D] at each row's t-th new position (x2 stands for -x2 in sin)."""
+        half = x.shape[-1] // 2
+        swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)
+        return x * self.cos[:, t] + swapped * self.signed_sin[:, t]
+
+    @torch.no_grad()
+    def step(self, token: Tensor, t: int) -> Tensor:
+        """Feed the t-th new token of every row ([B] long); return the next hidden [B, d]."""
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        batch = token.shape[0]
+        pos = self.prompt_len + t
+        group = heads // kv_heads
+        x = F.embedding(token, self.embed)
+        for layer in self.layers:
+            h = _rms(x, layer.ln1, self.eps)
+            qkv = F.linear(h, layer.w_qkv, layer.b_qkv)
+            qk = qkv[:, : (heads + kv_heads) * dim].view(batch, heads + kv_heads, dim)
+            v = qkv[:, (heads + kv_heads) * dim :].view(batch, kv_heads, dim)
+            if layer.q_norm is not None:
+                q, k = qk.split((heads, kv_heads), dim=1)
+                qk = torch.cat(
+                    (_rms(q, layer.q_norm, self.eps), _rms(k, layer.k_norm, self.eps)), 1
+                )
+            q, k = self._rotate(qk, t).split((heads, kv_heads), dim=1)
+            layer.keys[:, :, pos] = k
+            layer.values[:, :, pos] = v
+            keys = layer.keys[:, :, : pos + 1]
+            values = layer.values[:, :, : pos + 1]
+            # Grouped-query attention without repeating K/V: [B, Hkv, G, D] x [B, Hkv, D, S].
+            scores = torch.matmul(q.view(batch, kv_heads, group, dim), keys.transpose(-1, -2))
+            if self.key_bias is not None:
+                scores = scores + self.key_bias[..., : pos + 1]
+            weights = torch.softmax(scores.float(), dim=-1).to(values.dtype)
+            attn = torch.matmul(weights, values).reshape(batch, heads * dim)
+            x = x + F.linear(attn, layer.w_o, layer.b_o)
+            h = _rms(x, layer.ln2, self.eps)
+            gate, up = F.linear(h, layer.w_gate_up, layer.b_gate_up).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, layer.w_down, layer.b_down)
+        return _rms(x, self.final_norm, self.eps)
