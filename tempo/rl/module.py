@@ -154,11 +154,8 @@ class RLVRModule(L.LightningModule):
 
         prompts = [p.prompt for p in batch for _ in range(group)]
         golds = [p.answer for p in batch for _ in range(group)]
-        try:
-            rollout = self._sample(prompts, self.controller)
-        except RuntimeError as err:  # torch.multinomial refuses NaN/inf probabilities
-            if "probability tensor" not in str(err):
-                raise
+        rollout = self._sample(prompts, self.controller)
+        if not bool(torch.isfinite(rollout.logprobs).all()):  # NaN/inf logits reach these
             self._stop_nonfinite(
                 NonFiniteError(f"the policy's logits are not finite at RL step {step}"), None
             )
@@ -425,19 +422,26 @@ class RLVRModule(L.LightningModule):
         }
         statistics = None
         sums: dict[str, float] = defaultdict(float)
+        old: dict[int, torch.Tensor] = {}  # the head's pre-update log-probs, from pass 0
         for pass_ in range(cfg.mu):
             opt.zero_grad()
-            for idx in self._chunks(rows):
+            for i, idx in enumerate(self._chunks(rows)):
                 part = rollout.select(idx)
                 with torch.no_grad():
                     hidden = self._completion_hidden(self.model, part)
                     if pass_ == 0 and self._wants_statistics():
                         logits = lm_head(self.model)(hidden)
                         statistics = self._collect(statistics, idx, logits, part, total_sequences)
-                loss, stats = self.controller.loss(hidden, part, advantages[idx], **aggregation)
+                loss, stats = self.controller.loss(
+                    hidden, part, advantages[idx], old_logp=old.get(i), **aggregation
+                )
                 self._require_finite(loss, "method/head_loss", opt)
                 self.manual_backward(loss)
                 weight = float(part.mask.sum()) / total_tokens
+                if pass_ == 0 and "action_logp" in stats:
+                    old[i] = stats["action_logp"]
+                    logp_sum = float((stats["action_logp"] * part.mask).sum())
+                    sums["method/head_logp_mean"] += logp_sum / total_tokens
                 sums["method/head_loss"] += float(loss.detach()) / cfg.mu
                 sums["method/head_clip_frac"] += float(stats["clip_frac"]) * weight / cfg.mu
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm)

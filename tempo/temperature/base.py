@@ -126,12 +126,17 @@ class TemperatureController(nn.Module):
         hidden: torch.Tensor,
         rollout: Any,
         advantages: torch.Tensor,
+        *,
+        old_logp: torch.Tensor | None = None,
         **aggregation: Any,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Surrogate loss of the method's parameters on a (micro-)batch.
 
         `hidden` [b, L, d] are the (detached) last-layer states that preceded each completion
         token; `aggregation` carries the GRPO aggregation settings and full-batch totals.
+        `old_logp` [b, L] is the behaviour log-prob of the method's actions; the training loop
+        passes it from the second optimisation pass on, taken from the first pass's
+        `stats["action_logp"]` (the method's own detached log-prob before any update).
         """
         raise NotImplementedError(f"{type(self).__name__} has no trainable loss")
 

@@ -64,6 +64,10 @@ class IntrospectiveTemperature(TemperatureController):
             update the policy then `head_steps` that update the head, starting with
             `first_phase`.
         eval_with_head: evaluate with the head choosing temperatures (else at eval.temperature).
+        record_logprob: also compute log pi_phi of every action while sampling (as
+            `controller_data["head_logp"]`). Off by default: the head does not change between
+            the rollout and the first pass of its update, so that pass's own log-prob is the
+            behaviour log-prob and the decoding loop skips a dozen ops per token.
     """
 
     name = "introspective"
@@ -89,6 +93,7 @@ class IntrospectiveTemperature(TemperatureController):
         head_steps: int = 1,
         first_phase: str = POLICY_PHASE,
         eval_with_head: bool = True,
+        record_logprob: bool = False,
     ) -> None:
         super().__init__()
         self.t_min, self.t_max = check_temperature_range("t_min", t_min, "t_max", t_max)
@@ -122,6 +127,9 @@ class IntrospectiveTemperature(TemperatureController):
         if not isinstance(eval_with_head, bool):
             raise ConfigError("eval_with_head", eval_with_head, "true or false")
         self.eval_with_head = eval_with_head
+        if not isinstance(record_logprob, bool):
+            raise ConfigError("record_logprob", record_logprob, "true or false")
+        self.record_logprob = record_logprob
         self.head: TemperatureHead | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -154,20 +162,16 @@ class IntrospectiveTemperature(TemperatureController):
         prev_temperature: torch.Tensor,
         position: int,
     ) -> TemperatureDecision:
-        """Gate, maybe draw a new T, record the action and its log-prob (no host syncs)."""
+        """Gate, maybe draw a new T, record the action (and its log-prob if asked); no syncs."""
         gate_logit, ab = self._head()(hidden)
         gate, z = sample_action(gate_logit, ab)
         fresh = self.t_min + z * (self.t_max - self.t_min)
         temp = torch.where(gate > 0.5, fresh, prev_temperature).clamp(self.t_min, self.t_max)
         if temp.dtype != prev_temperature.dtype:
             temp = temp.to(prev_temperature.dtype)
-        records = {
-            "gate": gate,
-            "beta_z": z,
-            "head_logp": hybrid_logprob(gate_logit, ab, gate, z),
-            "beta_a": ab[..., 0],
-            "beta_b": ab[..., 1],
-        }
+        records = {"gate": gate, "beta_z": z, "beta_a": ab[..., 0], "beta_b": ab[..., 1]}
+        if self.record_logprob:
+            records["head_logp"] = hybrid_logprob(gate_logit, ab, gate, z)
         return TemperatureDecision(temp, records)
 
     # ------------------------------------------------------------------ learning
@@ -190,8 +194,11 @@ class IntrospectiveTemperature(TemperatureController):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Clipped GRPO surrogate of the head over every completion token.
 
-        The ratio is pi_phi(action | h) / old, old = the recorded `head_logp` (the behaviour
-        head at sampling time) unless `old_logp` [b, L] is given; aggregation as the policy.
+        The ratio is pi_phi(action | h) / old. old = `old_logp` [b, L] when given, else the
+        recorded `head_logp` (`record_logprob`), else this call's own log-prob, detached: right
+        for the first pass of a head update, since the head has not moved since sampling
+        (later passes must pass `old_logp`; `stats["action_logp"]` returns it). Aggregation
+        as the policy's.
         """
         unknown = set(aggregation) - set(AGGREGATION_KEYS)
         if unknown:
@@ -203,7 +210,10 @@ class IntrospectiveTemperature(TemperatureController):
                 f"{tuple(rollout.tokens.shape)}"
             )
         logp = self.action_logprob(hidden.detach(), data["gate"], data["beta_z"])
-        old = data["head_logp"] if old_logp is None else old_logp
+        if old_logp is not None:
+            old = old_logp
+        else:
+            old = data["head_logp"] if "head_logp" in data else logp.detach()
         loss, stats = policy_loss(
             logp,
             old.float(),
@@ -217,6 +227,7 @@ class IntrospectiveTemperature(TemperatureController):
             max_length=aggregation.get("max_length"),
         )
         stats.pop("kl", None)  # no KL term at the head level
+        stats["action_logp"] = logp.detach()
         return loss, stats
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
@@ -266,8 +277,9 @@ class IntrospectiveTemperature(TemperatureController):
             "method/beta_b_mean": mean(b),
             "method/beta_concentration_mean": mean(a + b),
             "method/beta_mean_T": mean(self.t_min + a / (a + b) * span),
-            "method/head_logp_mean": mean(data["head_logp"]),
         }
+        if "head_logp" in data:
+            metrics["method/head_logp_mean"] = mean(data["head_logp"])
         if float(fired) > 0:
             metrics["method/sampled_T_mean"] = float((sampled_t * gate * mask).sum() / fired)
         return metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from tempo.models.policy import forward_hidden, lm_head
@@ -157,3 +158,49 @@ def token_logprobs_at_one(model, rollout):
     with torch.no_grad():
         hidden = forward_hidden(model, ids, attn)[:, rollout.prompt_ids.shape[1] - 1 : -1]
         return token_logprobs(lm_head(model)(hidden), rollout.tokens)
+
+
+class OldLogpSpy(LearnedScale):
+    """Returns a distinct `action_logp` per call and records the `old_logp` it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[torch.Tensor | None, torch.Tensor]] = []
+        self.token_share: list[float] = []  # each call's tokens / the whole batch's tokens
+
+    def phase(self, step):
+        return HEAD_PHASE
+
+    def loss(self, hidden, rollout, advantages, *, old_logp=None, **aggregation):
+        loss, stats = super().loss(hidden, rollout, advantages, **aggregation)
+        mine = torch.full(rollout.mask.shape, -float(len(self.calls) + 1))
+        self.calls.append((old_logp, mine))
+        self.token_share.append(float(rollout.mask.sum()) / aggregation["total_tokens"])
+        return loss, {**stats, "action_logp": mine}
+
+
+def test_later_head_passes_get_the_first_passs_log_probs_as_old(
+    tiny_model, char_tokenizer, tmp_path
+):
+    ctl = OldLogpSpy()
+    _, log = _fit(
+        copy.deepcopy(tiny_model).train(),
+        char_tokenizer,
+        LengthParityScorer(),
+        tmp_path,
+        steps=1,
+        mu=3,
+        controller=ctl,
+    )
+    chunks = len(ctl.calls) // 3
+    assert chunks >= 1 and len(ctl.calls) == 3 * chunks
+    first = ctl.calls[:chunks]
+    assert all(old is None for old, _ in first)  # pass 0: the head has not moved yet
+    for later in range(1, 3):
+        for i in range(chunks):
+            old, _ = ctl.calls[later * chunks + i]
+            assert old is first[i][1]  # the same chunk's pass-0 log-probs, not a later one
+    # The logged mean is pass 0's token-weighted action log-prob (-1 on chunk 0, -2 on 1...).
+    expected = sum(-(i + 1) * ctl.token_share[i] for i in range(chunks))
+    [(step, logged)] = log.history["method/head_logp_mean"]
+    assert step == 0 and logged == pytest.approx(expected)

@@ -95,7 +95,7 @@ def test_action_logprob_finite_at_extreme_z():
 # ---------------------------------------------------------------- sampling
 def test_temperature_keeps_or_draws_and_records_consistently():
     torch.manual_seed(2)
-    ctl = make(t_min=0.5, t_max=1.5)
+    ctl = make(t_min=0.5, t_max=1.5, record_logprob=True)
     rows = 512
     hidden = torch.randn(rows, D)
     prev = torch.rand(rows) + 0.5
@@ -117,6 +117,14 @@ def test_temperature_keeps_or_draws_and_records_consistently():
     assert torch.equal(rec["head_logp"], ctl.action_logprob(hidden, gate, z))
     expected = reference_logprob(ctl, hidden, gate, z)
     torch.testing.assert_close(rec["head_logp"], expected, atol=1e-5, rtol=1e-5)
+    # By default the log-prob is left to the update, and the draws are the same.
+    torch.manual_seed(2)  # the same head (its first layer is drawn from the global RNG)
+    lazy = make(t_min=0.5, t_max=1.5)
+    hidden = torch.randn(rows, D)
+    prev = torch.rand(rows) + 0.5
+    again = lazy.temperature(torch.zeros(rows, 7), hidden, prev, 3)
+    assert set(again.records) == {"gate", "beta_z", "beta_a", "beta_b"}
+    assert torch.equal(again.temperature, temp) and torch.equal(again.records["gate"], gate)
 
 
 def test_gate_rate_and_beta_draws_follow_the_head():
@@ -145,7 +153,11 @@ def test_bf16_hidden_runs_the_head_in_float32():
     hidden = torch.randn(6, D)
     decision = ctl.temperature(torch.zeros(6, 3), hidden.bfloat16(), torch.ones(6), 0)
     assert decision.temperature.dtype == torch.float32
-    assert decision.records["head_logp"].dtype == torch.float32
+    assert decision.records["beta_z"].dtype == torch.float32
+    recorded = make(record_logprob=True).temperature(
+        torch.zeros(6, 3), hidden.bfloat16(), torch.ones(6), 0
+    )
+    assert recorded.records["head_logp"].dtype == torch.float32
     ctl.to(torch.bfloat16)  # even with bf16 weights (bf16-true precision) it computes in fp32
     assert ctl.action_logprob(hidden, torch.ones(6), torch.full((6,), 0.5)).dtype == torch.float32
 
@@ -261,6 +273,12 @@ def test_loss_starts_at_ratio_one_and_accepts_an_old_logp_override():
     shifted = old - 0.5  # ratio e^0.5 > 1.2: every positive-advantage token is clipped
     _, stats = ctl.loss(hidden, rollout, torch.tensor([1.0, 1.0]), old_logp=shifted)
     torch.testing.assert_close(stats["clip_frac"], torch.tensor(1.0))
+    # Without a recorded log-prob the first pass is its own old policy: ratio 1, and the
+    # log-prob it used comes back for later passes.
+    del rollout.controller_data["head_logp"]
+    _, stats = ctl.loss(hidden, rollout, torch.tensor([1.0, -1.0]))
+    torch.testing.assert_close(stats["ratio_mean"], torch.tensor(1.0))
+    assert torch.equal(stats["action_logp"], old)
     with pytest.raises(TypeError, match="unexpected"):
         ctl.loss(hidden, rollout, torch.tensor([1.0, -1.0]), beta=0.1)
     with pytest.raises(ValueError, match="align"):
@@ -424,7 +442,7 @@ def test_with_the_sampler_records_align_with_full_forward_hidden(tiny_model, cha
     from tempo.sampling.sampler import Sampler
 
     hidden_size = tiny_model.config.hidden_size
-    ctl = make(d=hidden_size, t_min=0.5, t_max=1.5, t_init=0.9)
+    ctl = make(d=hidden_size, t_min=0.5, t_max=1.5, t_init=0.9, record_logprob=True)
     with torch.no_grad():
         ctl.head.fc2.bias[0] = 0.0  # gate fires about half the time
     enc = char_tokenizer(["1+2=", "13*4="], padding=True, return_tensors="pt")
