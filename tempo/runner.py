@@ -3,6 +3,11 @@
 The entry point instantiates the config groups (so every value is validated before any heavy
 work) and hands them here; this module builds the model, the Lightning trainer, loggers and
 callbacks, evaluates before and after RL, and writes `summary.json`.
+
+Under DDP every rank runs this same code (Lightning starts ranks > 0 by running the command
+again with the same run directory); files of the run directory (`run_config.json`,
+`summary.json`, `final_model/`) are written by global rank 0 only, as are metrics and
+checkpoints (by their loggers and Lightning).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.strategies import DDPStrategy, Strategy
+from lightning.pytorch.utilities import rank_zero_only
 
 from tempo.config_error import ConfigError
 from tempo.data.datamodule import PromptDataModule
@@ -67,7 +74,27 @@ class Preempted(Exception):
 
 
 #: Settings a resumed run may change; any other difference means a different experiment.
-RESUMABLE_CHANGES = ("ckpt_path", "trainer.max_steps", "trainer.progress_bar", "trainer.threads")
+RESUMABLE_CHANGES = (
+    "ckpt_path",
+    "trainer.max_steps",
+    "trainer.progress_bar",
+    "trainer.threads",
+    "trainer.gradient_checkpointing",  # same gradients, other memory/compute trade
+)
+
+#: Lightning's DDP strategy names and the process start method each stands for.
+DDP_START_METHODS = {
+    "ddp": "popen",
+    "ddp_spawn": "spawn",
+    "ddp_fork": "fork",
+    "ddp_notebook": "fork",
+}
+
+
+def is_rank_zero() -> bool:
+    """True in the process that writes the run directory's files: global rank 0 under DDP
+    (known from the launcher's environment before the trainer exists), else always."""
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -110,14 +137,16 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: config}
 
 
-def check_same_experiment(run_dir: Path, config: dict[str, Any] | None) -> None:
+def check_same_experiment(run_dir: Path, config: dict[str, Any] | None, write: bool = True) -> None:
     """Refuse to continue a run directory's checkpoint under a different config: the run's first
-    config is kept in `run_config.json`, and only RESUMABLE_CHANGES may differ."""
+    config is kept in `run_config.json` (written here when missing, if `write`), and only
+    RESUMABLE_CHANGES may differ."""
     saved_path = run_dir / "run_config.json"
     if config is None:
         return
     if not saved_path.is_file():
-        saved_path.write_text(json.dumps(config, indent=2, default=str))
+        if write:
+            saved_path.write_text(json.dumps(config, indent=2, default=str))
         return
     saved = _flatten(json.loads(saved_path.read_text()))
     now = _flatten(json.loads(json.dumps(config, default=str)))
@@ -162,12 +191,13 @@ def run_training(
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume_from is not None and ckpt_path is None:
         print(f"[tempo] resuming from {resume_from}", file=sys.stderr)
+    writer = is_rank_zero()
     if (
         resume_from is not None
         and resume_from.resolve().parent == (run_dir / "checkpoints").resolve()
     ):
-        check_same_experiment(run_dir, config)
-    else:
+        check_same_experiment(run_dir, config, write=writer)
+    elif writer:
         _set_aside_stale_files(run_dir)
         if config is not None:
             (run_dir / "run_config.json").write_text(json.dumps(config, indent=2, default=str))
@@ -181,7 +211,7 @@ def run_training(
             parts, run_dir, seed, run_name, experiment, config, resume_from, guard, jsonl, labels
         )
     except BaseException as err:
-        if not isinstance(err, KeyboardInterrupt):
+        if not isinstance(err, KeyboardInterrupt) and is_rank_zero():
             jsonl.close()
             steps = module.rl_step if module is not None else None
             summary = _summary(jsonl, parts, "failed", time.time() - started, steps)
@@ -192,7 +222,8 @@ def run_training(
         guard.uninstall()
     jsonl.close()
     summary = _summary(jsonl, parts, status, time.time() - started, module.rl_step)
-    _write_summary(run_dir, summary)
+    if is_rank_zero():  # other ranks' loggers hold nothing: their summary would be empty
+        _write_summary(run_dir, summary)
     if status == "preempted":
         guard.chain()  # e.g. submitit's requeue, which may exit here
         raise Preempted(guard.signum, guard.saved_step, guard.path)
@@ -201,9 +232,10 @@ def run_training(
 
 def record_failure(run_dir: str | os.PathLike, error: str) -> None:
     """Mark a run that failed before training started (e.g. a bad value in one sweep job), so
-    `tempo-compare` lists it; an existing summary (an earlier run's result) is never replaced."""
+    `tempo-compare` lists it; an existing summary (an earlier run's result) is never replaced.
+    Under DDP only global rank 0 writes it."""
     run_dir = Path(run_dir)
-    if (run_dir / "summary.json").exists():
+    if not is_rank_zero() or (run_dir / "summary.json").exists():
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_summary(run_dir, {"status": "failed", "error": error.splitlines()[0] if error else ""})
@@ -239,8 +271,7 @@ def _train(
 ) -> tuple[RLVRModule, str]:
     if parts.trainer.threads:
         torch.set_num_threads(parts.trainer.threads)
-    model, tokenizer = parts.model.build(parts.task, parts.trainer.accelerator)
-    model.train()
+    model, tokenizer = build_policy(parts)
     # Seeded after the build: a warm-start that trains (cache miss) draws from torch's RNG and
     # one loaded from the cache does not, and the run must not depend on which happened.
     L.seed_everything(seed, workers=True, verbose=False)
@@ -307,13 +338,63 @@ def _train(
             status = "finished"
     finally:
         scorer.close()
-    if status == "finished":
+    if status == "finished" and is_rank_zero():
         final_dir = run_dir / "final_model"
         model.save_pretrained(final_dir)
         tokenizer.save_pretrained(final_dir)
     for logger in loggers[1:]:
         logger.finalize("success" if status == "finished" else status)
     return module, status
+
+
+def build_policy(parts: RunParts) -> tuple[Any, Any]:
+    """The policy (in training mode) and its tokenizer, with the trainer's memory options.
+
+    Gradient checkpointing (`trainer.gradient_checkpointing`) recomputes each decoder layer's
+    activations in the backward pass. transformers applies it only to modules in training
+    mode, so the policy's training forward passes use it and the sampler, which decodes with
+    the model in eval mode and a KV cache, does not.
+    """
+    model, tokenizer = parts.model.build(parts.task, parts.trainer.accelerator)
+    model.train()
+    if parts.trainer.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model, tokenizer
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Non-reentrant activation checkpointing of every decoder layer of an HF model."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(
+            "trainer.gradient_checkpointing",
+            True,
+            f"false for {type(model).__name__}, which does not support gradient checkpointing",
+        )
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # the newer name (transformers 5.x)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def make_strategy(strategy: str, method: TemperatureController) -> str | Strategy:
+    """Lightning's strategy for `trainer.strategy`; DDP names get an explicit `DDPStrategy`.
+
+    The temperature controller is a submodule of the LightningModule, so DDP wraps the
+    policy and a learned controller's parameters (the introspective head) alike and
+    all-reduces the gradients of both in every `manual_backward`. A method with trainable
+    parameters alternates phases that each leave one side without gradients (the head in
+    policy phases, the policy in head phases), which DDP only accepts with
+    `find_unused_parameters=True`; for every other method the whole policy takes part in
+    every backward and the cheaper default (False) holds. Any other strategy name (also
+    Lightning's `ddp_find_unused_parameters_true` etc.) is passed on unchanged.
+    """
+    name = str(strategy)
+    if name not in DDP_START_METHODS:
+        return name
+    return DDPStrategy(
+        start_method=DDP_START_METHODS[name], find_unused_parameters=method.has_loss()
+    )
 
 
 def _colour_range(method: TemperatureController) -> tuple[float, float]:
@@ -353,7 +434,7 @@ def _make_trainer(
         max_epochs=-1,  # `max_steps` ends the run; a resumed, finished run starts a new epoch
         accelerator=parts.trainer.accelerator,
         devices=parts.trainer.devices,
-        strategy=parts.trainer.strategy,
+        strategy=make_strategy(parts.trainer.strategy, parts.method),
         precision=parts.trainer.precision,
         logger=loggers,
         callbacks=callbacks,

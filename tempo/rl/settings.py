@@ -107,6 +107,10 @@ class TrainerConfig:
     keep_checkpoints: int = 1  # periodic checkpoints kept (newest first); -1 = all
     threads: int | None = None  # torch CPU threads (None = torch's default)
     progress_bar: bool = True
+    # Recompute the decoder layers' activations in the backward pass instead of keeping them:
+    # less memory per micro-batch for more compute. Affects training forward passes only (the
+    # sampler decodes with the model in eval mode, where checkpointing is off).
+    gradient_checkpointing: bool = False
 
     ACCELERATORS = ACCELERATORS
     PRECISIONS = PRECISIONS
@@ -132,6 +136,10 @@ class TrainerConfig:
             _positive_int("keep_checkpoints", self.keep_checkpoints)
         if self.threads is not None:
             _positive_int("threads", self.threads)
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise ConfigError(
+                "gradient_checkpointing", self.gradient_checkpointing, "true or false"
+            )
 
 
 @dataclass

@@ -22,6 +22,11 @@ Choices of ours (the paper leaves them open), each a constructor argument:
   or their completion is empty) add nothing to a_k but still count in the batch size B;
 - `warmup_steps`: T is drawn uniformly over all candidates for the first n steps while Abar
   keeps learning; `init`: the starting Abar; `likelihood_logits`: which logits l_k uses.
+
+Under DDP (one process per device) B is the global batch: the sum of w_k(i) A_i and the row
+count are all-reduced before the division (`tempo.temperature.distributed`), so Abar and pi
+are identical on every rank; the draw uses the controller's own generator seeded by `seed`,
+not by the rank, so every rank also draws the same T_s at every step.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from tempo.config_error import ConfigError
 from tempo.rl.logprobs import candidate_logprobs
 from tempo.temperature.base import StepTemperature
 from tempo.temperature.checks import check_choice, check_int, check_number, check_unit_interval
+from tempo.temperature.distributed import global_sum
 
 #: The paper's grid {0.6, 0.7, ..., 1.5}, K = 10.
 DEFAULT_CANDIDATES: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
@@ -255,24 +261,36 @@ class MetaPolicyTemperature(StepTemperature):
         self, advantages: Tensor, statistics: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """a [K] (float64, CPU), the sparsemax weights [n, K] of the n contributing rows
-        (finite statistics) and a mask [B] of those rows."""
+        (finite statistics) and a mask [B] of those rows.
+
+        a is taken over the global batch: under DDP the sum of w_k(i) A_i and the batch size
+        B are summed over every rank before the division (a collective: every rank calls
+        this once per step, also with `statistics` None), so a, and with it Abar, pi and the
+        next draw of T_s, are the same on every rank. The weights and the mask stay local.
+        """
         adv = advantages.detach().to("cpu", torch.float64).reshape(-1)
         size, k = adv.numel(), len(self.candidates)
         if statistics is None:
-            none = torch.zeros(size, dtype=torch.bool)
-            return torch.zeros(k, dtype=torch.float64), torch.zeros(0, k, dtype=torch.float64), none
-        stats = statistics.detach().to("cpu", torch.float64)
-        if stats.shape != (size, k):
-            raise ValueError(f"statistics shape {tuple(stats.shape)} != ({size}, {k})")
-        rows = torch.isfinite(stats).all(dim=1)
-        weights = sparsemax(stats[rows], dim=-1)
-        a = (weights * adv[rows].unsqueeze(1)).sum(dim=0) / max(size, 1)
+            rows = torch.zeros(size, dtype=torch.bool)
+            weights = torch.zeros(0, k, dtype=torch.float64)
+        else:
+            stats = statistics.detach().to("cpu", torch.float64)
+            if stats.shape != (size, k):
+                raise ValueError(f"statistics shape {tuple(stats.shape)} != ({size}, {k})")
+            rows = torch.isfinite(stats).all(dim=1)
+            weights = sparsemax(stats[rows], dim=-1)
+        local = (weights * adv[rows].unsqueeze(1)).sum(dim=0)
+        total = global_sum(torch.cat([local, torch.tensor([float(size)], dtype=torch.float64)]))
+        a = total[:k] / max(float(total[k]), 1.0)
         return a, weights, rows
 
     def update(
         self, rollout: Any, advantages: Tensor, statistics: Tensor | None = None
     ) -> dict[str, float]:
-        """EMA of the temperature advantages a_k, then pi = minmax(Abar) / sum."""
+        """EMA of the temperature advantages a_k, then pi = minmax(Abar) / sum.
+
+        Every logged statistic (support size, argmax shares) is over the global batch too.
+        """
         a, weights, rows = self.temperature_advantages(advantages, statistics)
         ema = (1 - self.alpha) * self.ema.detach().cpu() + self.alpha * a
         self.ema.copy_(ema)
@@ -280,15 +298,24 @@ class MetaPolicyTemperature(StepTemperature):
 
         metrics = self._state_metrics("temp_adv", a)
         metrics.update(self._state_metrics("ema", ema))
-        support = (weights > 0).sum(dim=1).double()
-        metrics["method/support_size"] = float(support.mean()) if len(support) else 0.0
+        k = len(self.candidates)
         adv = advantages.detach().to("cpu", torch.float64).reshape(-1)
         best = torch.full_like(adv, -1, dtype=torch.long)
         if statistics is not None and bool(rows.any()):
             best[rows] = statistics.detach().to("cpu", torch.float64)[rows].argmax(dim=1)
-        for sign, chosen in (("pos", rows & (adv > 0)), ("neg", rows & (adv < 0))):
-            count = max(int(chosen.sum()), 1)
-            for k, lab in enumerate(self.labels):
-                share = int((best[chosen] == k).sum()) / count
-                metrics[f"method/argmax_{sign}_T={lab}"] = share
+        # One reduce of [support sum, rows, (argmax counts [K], total) for A > 0 and A < 0].
+        support = (weights > 0).sum(dim=1).double()
+        packed = [torch.tensor([float(support.sum()), float(len(support))], dtype=torch.float64)]
+        signs = (("pos", rows & (adv > 0)), ("neg", rows & (adv < 0)))
+        for _, chosen in signs:
+            counts = torch.bincount(best[chosen], minlength=k).double()
+            packed.append(torch.cat([counts, torch.tensor([float(chosen.sum())])]))
+        total = global_sum(torch.cat(packed))
+        support_sum, support_rows = float(total[0]), float(total[1])
+        metrics["method/support_size"] = support_sum / support_rows if support_rows else 0.0
+        for j, (sign, _) in enumerate(signs):
+            block = total[2 + j * (k + 1) : 2 + (j + 1) * (k + 1)]
+            count = max(float(block[k]), 1.0)
+            for index, lab in enumerate(self.labels):
+                metrics[f"method/argmax_{sign}_T={lab}"] = float(block[index]) / count
         return metrics

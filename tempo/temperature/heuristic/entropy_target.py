@@ -8,6 +8,9 @@ token into the target H*. After every later step s with measured entropy H_s:
 (V = vocabulary size), so T rises when the policy is less random than the target and falls
 when it is more. Optionally H* decays late in training: from RL step `decay_start` on, each
 update first multiplies H* by `decay_rate`.
+
+Under DDP, H_s and the pooled target are token means over every rank's rollout (entropy sum
+and token count are all-reduced), so T and H* stay identical on every rank.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tempo.temperature.checks import (
     check_temperature_range,
     check_unit_interval,
 )
+from tempo.temperature.distributed import global_sum_count
 from tempo.temperature.heuristic.common import (
     HeuristicRule,
     masked_sum_count,
@@ -107,9 +111,11 @@ class EntropyTargetController(StepTemperature, HeuristicRule):
     def update(
         self, rollout: Any, advantages: torch.Tensor, statistics: torch.Tensor | None = None
     ) -> dict[str, float]:
-        """Measure H_s (token mean over the batch), grow the target or move T."""
+        """Measure H_s (token mean over the global batch), grow the target or move T."""
         source = rollout.entropy_at_T if self.entropy_source == "sampled" else rollout.entropy
-        total, count = masked_sum_count(source, rollout.mask)
+        # Over the global batch under DDP (sums, not a mean of rank means): every rank moves
+        # to the same T, as one process holding every rank's completions would.
+        total, count = global_sum_count(*masked_sum_count(source, rollout.mask))
         step, self.updates = self.updates, self.updates + 1
         if count == 0:  # nothing generated: no measurement, nothing changes
             return {}

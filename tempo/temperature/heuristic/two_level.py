@@ -7,7 +7,8 @@ Threshold modes:
   absolute  a fixed entropy in nats (`threshold`)
   quantile  (ours) the `quantile`-level quantile of the previous RL step's token entropies
             at T = 1 over generated tokens, re-estimated in every `update`; the absolute
-            `threshold` serves until the first update.
+            `threshold` serves until the first update. Under DDP the quantile is taken
+            over every rank's generated tokens (gathered), so all ranks share one threshold.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tempo.temperature.checks import (
     check_open_unit,
     check_temperature_range,
 )
+from tempo.temperature.distributed import global_cat, global_sum_count
 from tempo.temperature.heuristic.common import (
     HeuristicRule,
     masked_sum_count,
@@ -96,10 +98,12 @@ class TwoLevelTemperature(HeuristicRule):
     ) -> dict[str, float]:
         """Log the share of T_hi tokens; in quantile mode re-estimate the threshold."""
         midpoint = (self.t_low + self.t_high) / 2
-        total, count = masked_sum_count((rollout.temperatures > midpoint).float(), rollout.mask)
+        high = (rollout.temperatures > midpoint).float()
+        total, count = global_sum_count(*masked_sum_count(high, rollout.mask))
         if count == 0:
             return {}
         if self.mode == "quantile":
-            self.threshold = quantile(masked_values(rollout.entropy, rollout.mask), self.quantile)
+            entropies = global_cat(masked_values(rollout.entropy, rollout.mask))
+            self.threshold = quantile(entropies, self.quantile)
             self.estimated = True
         return {"method/frac_high": total / count}
