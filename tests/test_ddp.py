@@ -4,9 +4,9 @@ The two ranks are started the way `torchrun` (or Lightning's own launcher) start
 process gets RANK / LOCAL_RANK / WORLD_SIZE / MASTER_* in its environment and runs the same
 `run_training` call (the function `tempo-train` calls) with `trainer.strategy=ddp`,
 `devices=2`. The rewards are rigged (the first completion of every group scores 1), so every
-rank has something to learn at every step and runs the same number of backward passes: a rank
-with nothing to learn skips its backward (RLVRModule._update_policy) and falls out of step
-with the other rank's gradient all-reduce, a known limitation of the module. Checked: each
+rank has something to learn at every step; a further run gives rank 1 nothing to learn and
+rank 0 three micro-batches, which the module must balance (every backward is an all-reduce).
+Checked: each
 rank draws its own prompts, the policy (and the introspective head, whose phases need
 `find_unused_parameters`) stays identical on both ranks and moves, TAMPO draws the same T_s
 on both ranks, and the run directory's files are written once, by rank 0.
@@ -63,6 +63,21 @@ class RiggedReward(RewardConfig):
         return FirstOfGroupScorer()
 
 
+class NothingOnRankOne(FirstOfGroupScorer):
+    """Rank 0 as above; rank 1 scores everything 0, so it has nothing to learn."""
+
+    def __call__(self, completions, golds):
+        if torch.distributed.get_rank() == 0:
+            return super().__call__(completions, golds)
+        n = len(completions)
+        return ScoredBatch([0.0] * n, [False] * n, [None] * n)
+
+
+class UnevenReward(RewardConfig):
+    def scorer(self, check=None):
+        return NothingOnRankOne()
+
+
 class RecordingTask(ArithmeticTask):
     """Remembers which training problems were drawn."""
 
@@ -93,6 +108,8 @@ class RecordingMeta(MetaPolicyTemperature):
 
 
 def _method(name: str):
+    if name == "fixed":
+        return FixedTemperature(1.0)
     if name == "introspective":  # step 0 updates the policy, step 1 the head
         return IntrospectiveTemperature(policy_steps=1, head_steps=1, lr=1e-2)
     return RecordingMeta(seed=3, top_p=1.0, init=[0.1 * k for k in range(10)])
@@ -109,7 +126,7 @@ def _tiny(cache_dir: str) -> RecordingTiny:
     )
 
 
-def _worker(method: str, run_dir: str, out_dir: str, cache_dir: str) -> None:
+def _worker(method: str, run_dir: str, out_dir: str, cache_dir: str, uneven: bool) -> None:
     rank = int(os.environ["RANK"])
     torch.set_num_threads(1)
     try:
@@ -119,11 +136,12 @@ def _worker(method: str, run_dir: str, out_dir: str, cache_dir: str) -> None:
         parts = RunParts(
             task=task,
             method=controller,
-            algorithm=GRPOConfig(group_size=GROUP, lr=1e-2, micro_batch_size=8),
+            # uneven: rank 0 learns from 3 micro-batches (8 rows by 3), rank 1 from none
+            algorithm=GRPOConfig(group_size=GROUP, lr=1e-2, micro_batch_size=3 if uneven else 8),
             model=tiny,
             rollout=RolloutConfig(PROMPTS, 10),
             evaluation=EvalConfig(every=0, num_problems=4, samples=2, ks=(1, 2), at_start=False),
-            reward=RiggedReward(),
+            reward=UnevenReward() if uneven else RiggedReward(),
             trainer=TrainerConfig(
                 max_steps=STEPS, devices=WORLD, strategy="ddp", progress_bar=False
             ),
@@ -154,7 +172,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_ddp(method: str, tmp_path: Path) -> tuple[list[dict], dict]:
+def run_ddp(method: str, tmp_path: Path, uneven: bool = False) -> tuple[list[dict], dict]:
     """Start both ranks (environment as torchrun sets it), wait, return their results and the
     starting policy weights (built here first, so the ranks load them from the cache)."""
     cache = str(tmp_path / "cache")
@@ -173,7 +191,7 @@ def run_ddp(method: str, tmp_path: Path) -> tuple[list[dict], dict]:
                 LOCAL_RANK=str(rank),
                 NODE_RANK="0",
             )
-            args = (method, str(tmp_path / "run"), str(tmp_path), cache)
+            args = (method, str(tmp_path / "run"), str(tmp_path), cache, uneven)
             proc = ctx.Process(target=_worker, args=args)
             proc.start()  # the child inherits this environment
             procs.append(proc)
@@ -248,6 +266,12 @@ def test_tampo_draws_the_same_temperatures_on_both_ranks(tmp_path):
     assert _same(ranks[0]["policy"], ranks[1]["policy"])
     assert any(not torch.equal(ranks[0]["policy"][k], initial[k]) for k in initial)
     _check_run_directory(tmp_path / "run")
+
+
+def test_a_rank_with_nothing_to_learn_keeps_step_with_the_others(tmp_path):
+    ranks, initial = run_ddp("fixed", tmp_path, uneven=True)
+    assert _same(ranks[0]["policy"], ranks[1]["policy"])  # rank 1 applied rank 0's gradients
+    assert any(not torch.equal(ranks[1]["policy"][k], initial[k]) for k in initial)
 
 
 @pytest.mark.parametrize(

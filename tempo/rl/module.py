@@ -20,6 +20,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tempo.data.problem import Problem
+from tempo.distributed import global_max, global_sum, world_size
 from tempo.evaluation.metrics import evaluation_metrics as shared_evaluation_metrics
 from tempo.evaluation.scoring import Samples, rollout_samples, score_problems
 from tempo.logging.samples import SampleWriter, log_to_wandb, sample_rows
@@ -40,6 +41,9 @@ from tempo.sampling.rollout import Rollout
 from tempo.sampling.sampler import Sampler
 from tempo.temperature.base import HEAD_PHASE, TemperatureController
 from tempo.temperature.fixed import FixedTemperature
+
+#: Seed offset between DDP ranks' sampling streams (far from the evaluation seeds' offsets).
+RANK_SEED_STRIDE = 2**40
 
 
 class RLVRModule(L.LightningModule):
@@ -88,7 +92,11 @@ class RLVRModule(L.LightningModule):
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
         if self.generator is None or self.generator.device != self.device:
-            self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+            # Each DDP rank samples from its own stream (rank 0 from the single-process one).
+            seed = self.seed + self.global_rank * RANK_SEED_STRIDE
+            self.generator = torch.Generator(device=self.device).manual_seed(seed)
+            if self.global_rank > 0:  # controllers drawing from torch's RNG (the head)
+                torch.manual_seed(seed)
 
     def configure_optimizers(self):
         policy = torch.optim.AdamW(
@@ -259,6 +267,20 @@ class RLVRModule(L.LightningModule):
         rows = torch.arange(advantages.shape[0], device=self.device)
         return rows if with_kl and self.grpo.beta > 0 else rows[advantages != 0]
 
+    def _global_totals(self, rollout: Rollout) -> tuple[int, int]:
+        """Completions and completion tokens of the whole step, over every DDP rank: the loss
+        is normalised by these, so that DDP's mean over ranks is the global batch's gradient."""
+        local = torch.tensor([rollout.tokens.shape[0], float(rollout.mask.sum())])
+        sequences, tokens = global_sum(local.double()).tolist()
+        return int(sequences), max(1, int(tokens))
+
+    def _balance_backward(self, done: int, most: int, params: list[torch.nn.Parameter]) -> None:
+        """Under DDP every `manual_backward` is a gradient all-reduce, so every rank must call
+        it equally often: a rank with fewer micro-batches (or none to learn from) adds
+        zero-gradient passes. A no-op in one process, where `most == done`."""
+        for _ in range(most - done):
+            self.manual_backward(sum((p * 0).sum() for p in params))
+
     def _chunks(self, rows: torch.Tensor) -> list[torch.Tensor]:
         size = self.grpo.micro_batch_size
         return [rows[i : i + size] for i in range(0, len(rows), size)]
@@ -314,14 +336,17 @@ class RLVRModule(L.LightningModule):
         is counted by Lightning, so `global_step` counts RL steps.
         """
         cfg = self.grpo
-        total_sequences = rollout.tokens.shape[0]
-        total_tokens = max(1, int(rollout.mask.sum()))
+        world = world_size()
+        total_sequences, total_tokens = self._global_totals(rollout)
+        local_rows, local_tokens = rollout.tokens.shape[0], max(1, int(rollout.mask.sum()))
         rows = self._signal_rows(advantages, with_kl=True)
         zero = {"loss/policy": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0, "loss/grad_norm": 0.0}
-        if len(rows) == 0:  # nothing to learn from this batch; the step still counts
+        chunks = self._chunks(rows)
+        most = global_max(len(chunks))
+        if most == 0:  # nothing to learn from this batch (on any rank); the step still counts
             self._tick(opt)
             return zero, None
-        chunks = self._chunks(rows)
+        params = list(self.model.parameters())
         wants_stats = self._wants_statistics()
         statistics = None
         old, ref = {}, {}
@@ -332,7 +357,7 @@ class RLVRModule(L.LightningModule):
                     logits = self._completion_logits(self.model, part)
                     old[i] = token_logprobs(logits, part.tokens, part.temperatures)
                     if wants_stats:
-                        statistics = self._collect(statistics, idx, logits, part, total_sequences)
+                        statistics = self._collect(statistics, idx, logits, part, local_rows)
                 if self.ref_model is not None:
                     ref[i] = self._completion_logprobs(self.ref_model, part)
         sums: dict[str, float] = defaultdict(float)
@@ -344,7 +369,7 @@ class RLVRModule(L.LightningModule):
                 logits = self._completion_logits(self.model, part)
                 logp = token_logprobs(logits, part.tokens, part.temperatures)
                 if cfg.mu == 1 and wants_stats:
-                    statistics = self._collect(statistics, idx, logits, part, total_sequences)
+                    statistics = self._collect(statistics, idx, logits, part, local_rows)
                 loss, stats = policy_loss(
                     logp,
                     old.get(i, logp.detach()),
@@ -360,11 +385,12 @@ class RLVRModule(L.LightningModule):
                     max_length=self.rollout_cfg.max_new_tokens,
                 )
                 self._require_finite(loss, "loss/policy", opt)
-                self.manual_backward(loss)
-                pass_loss += float(loss.detach())
-                weight = float(part.mask.sum()) / total_tokens
+                self.manual_backward(loss * world)  # DDP averages over ranks
+                pass_loss += float(loss.detach()) * world
+                weight = float(part.mask.sum()) / local_tokens
                 sums["loss/clip_frac"] += float(stats["clip_frac"]) * weight / cfg.mu
                 sums["loss/kl"] += float(stats["kl"]) * weight / cfg.mu
+            self._balance_backward(len(chunks), most, params)
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
             self._require_finite(norm, "the policy's gradient norm", opt)
             self._step(opt, counted=pass_ == cfg.mu - 1)
@@ -405,11 +431,14 @@ class RLVRModule(L.LightningModule):
         not change inside the phase), so only one micro-batch of them is alive at a time.
         """
         cfg = self.grpo
-        total_sequences = rollout.tokens.shape[0]
-        total_tokens = max(1, int(rollout.mask.sum()))
+        world = world_size()
+        total_sequences, total_tokens = self._global_totals(rollout)
+        local_rows, local_tokens = rollout.tokens.shape[0], max(1, int(rollout.mask.sum()))
         rows = self._signal_rows(advantages)
         zero = {"method/head_loss": 0.0, "method/head_clip_frac": 0.0, "method/head_grad_norm": 0.0}
-        if len(rows) == 0:
+        chunks = self._chunks(rows)
+        most = global_max(len(chunks))
+        if most == 0:
             self._tick(opt)
             return zero, None
         params = [p for p in self.controller.parameters() if p.requires_grad]
@@ -425,25 +454,26 @@ class RLVRModule(L.LightningModule):
         old: dict[int, torch.Tensor] = {}  # the head's pre-update log-probs, from pass 0
         for pass_ in range(cfg.mu):
             opt.zero_grad()
-            for i, idx in enumerate(self._chunks(rows)):
+            for i, idx in enumerate(chunks):
                 part = rollout.select(idx)
                 with torch.no_grad():
                     hidden = self._completion_hidden(self.model, part)
                     if pass_ == 0 and self._wants_statistics():
                         logits = lm_head(self.model)(hidden)
-                        statistics = self._collect(statistics, idx, logits, part, total_sequences)
+                        statistics = self._collect(statistics, idx, logits, part, local_rows)
                 loss, stats = self.controller.loss(
                     hidden, part, advantages[idx], old_logp=old.get(i), **aggregation
                 )
                 self._require_finite(loss, "method/head_loss", opt)
-                self.manual_backward(loss)
-                weight = float(part.mask.sum()) / total_tokens
+                self.manual_backward(loss * world)  # DDP averages over ranks
+                weight = float(part.mask.sum()) / local_tokens
                 if pass_ == 0 and "action_logp" in stats:
                     old[i] = stats["action_logp"]
                     logp_sum = float((stats["action_logp"] * part.mask).sum())
-                    sums["method/head_logp_mean"] += logp_sum / total_tokens
-                sums["method/head_loss"] += float(loss.detach()) / cfg.mu
+                    sums["method/head_logp_mean"] += logp_sum / local_tokens
+                sums["method/head_loss"] += float(loss.detach()) * world / cfg.mu
                 sums["method/head_clip_frac"] += float(stats["clip_frac"]) * weight / cfg.mu
+            self._balance_backward(len(chunks), most, params)
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             self._require_finite(norm, "the temperature head's gradient norm", opt)
             self._step(opt, counted=pass_ == cfg.mu - 1)
@@ -535,6 +565,14 @@ class RLVRModule(L.LightningModule):
             self.generator.set_state(state)
         if "tempo_torch_rng" in checkpoint:
             torch.set_rng_state(checkpoint["tempo_torch_rng"])
+        if self._trainer is not None and self.global_rank > 0:
+            # Checkpoints hold rank 0's streams; other ranks go on from fresh streams of their
+            # own (valid sampling, but not the uninterrupted run's draws on those ranks).
+            seed = (
+                self.seed + self.global_rank * RANK_SEED_STRIDE + checkpoint.get("global_step", 0)
+            )
+            self.generator.manual_seed(seed)
+            torch.manual_seed(seed)
         if "tempo_cuda_rng" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["tempo_cuda_rng"])
         self.last_eval_step = checkpoint.get("tempo_last_eval_step", self.last_eval_step)

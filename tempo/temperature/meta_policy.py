@@ -24,7 +24,7 @@ Choices of ours (the paper leaves them open), each a constructor argument:
   keeps learning; `init`: the starting Abar; `likelihood_logits`: which logits l_k uses.
 
 Under DDP (one process per device) B is the global batch: the sum of w_k(i) A_i and the row
-count are all-reduced before the division (`tempo.temperature.distributed`), so Abar and pi
+count are all-reduced before the division (`tempo.distributed`), so Abar and pi
 are identical on every rank; the draw uses the controller's own generator seeded by `seed`,
 not by the rank, so every rank also draws the same T_s at every step.
 """
@@ -39,10 +39,10 @@ import torch
 from torch import Tensor
 
 from tempo.config_error import ConfigError
+from tempo.distributed import global_sum
 from tempo.rl.logprobs import candidate_logprobs
 from tempo.temperature.base import StepTemperature
 from tempo.temperature.checks import check_choice, check_int, check_number, check_unit_interval
-from tempo.temperature.distributed import global_sum
 
 #: The paper's grid {0.6, 0.7, ..., 1.5}, K = 10.
 DEFAULT_CANDIDATES: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5)

@@ -50,18 +50,7 @@ def controllers() -> dict:
     }
 
 
-#: Known failure, left to the owner of tempo/temperature/temperature_head.py: under autocast
-#: the head's F.linear returns bf16 whatever its float32 inputs, and torch._sample_dirichlet
-#: has no bf16 kernel on CPU ("dirichlet" not implemented for 'BFloat16'). Running
-#: TemperatureHead.forward inside torch.autocast(device_type, enabled=False) makes this pass.
-HEAD_UNDER_AUTOCAST = pytest.mark.xfail(
-    raises=NotImplementedError, strict=True, reason="temperature head runs in bf16 under autocast"
-)
-
-
-@pytest.mark.parametrize(
-    "method", ["fixed", "meta_policy", pytest.param("introspective", marks=HEAD_UNDER_AUTOCAST)]
-)
+@pytest.mark.parametrize("method", ["fixed", "meta_policy", "introspective"])
 def test_bf16_mixed_training_steps_on_cpu(tiny_model, char_tokenizer, tmp_path, method):
     model = copy.deepcopy(tiny_model).train()
     before = [p.detach().clone() for p in model.parameters()]

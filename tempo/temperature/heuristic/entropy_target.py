@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from tempo.config_error import ConfigError
+from tempo.distributed import global_sum_count
 from tempo.temperature.base import StepTemperature
 from tempo.temperature.checks import (
     check_choice,
@@ -29,7 +30,6 @@ from tempo.temperature.checks import (
     check_temperature_range,
     check_unit_interval,
 )
-from tempo.temperature.distributed import global_sum_count
 from tempo.temperature.heuristic.common import (
     HeuristicRule,
     masked_sum_count,

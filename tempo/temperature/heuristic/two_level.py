@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from tempo.config_error import ConfigError
+from tempo.distributed import global_cat, global_sum_count
 from tempo.temperature.base import TemperatureDecision, full_temperature
 from tempo.temperature.checks import (
     check_choice,
@@ -25,7 +26,6 @@ from tempo.temperature.checks import (
     check_open_unit,
     check_temperature_range,
 )
-from tempo.temperature.distributed import global_cat, global_sum_count
 from tempo.temperature.heuristic.common import (
     HeuristicRule,
     masked_sum_count,

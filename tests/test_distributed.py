@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tempo.distributed import global_cat, global_sum, global_sum_count, world_size
 from tempo.sampling.rollout import Rollout
-from tempo.temperature.distributed import global_cat, global_sum, global_sum_count, world_size
 from tempo.temperature.heuristic.entropy_target import EntropyTargetController
 from tempo.temperature.heuristic.two_level import TwoLevelTemperature
 from tempo.temperature.meta_policy import MetaPolicyTemperature

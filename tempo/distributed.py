@@ -1,4 +1,4 @@
-"""Batch statistics over every rank of a DDP run, for controllers whose state must agree.
+"""Batch statistics over every rank of a DDP run, for state that must agree across ranks.
 
 Under DDP each rank holds only its own completions, but a controller's state (TAMPO's EMA of
 temperature advantages, E3's entropy target and temperature, the two-level quantile
@@ -57,6 +57,15 @@ def global_sum_count(total: float, count: float) -> tuple[float, float]:
         return total, count
     reduced = global_sum(torch.tensor([total, count], dtype=torch.float64))
     return float(reduced[0]), float(reduced[1])
+
+
+def global_max(value: int) -> int:
+    """The largest of every rank's `value` (e.g. micro-batch counts, which must match)."""
+    if not is_distributed():
+        return value
+    work = torch.tensor([value], dtype=torch.long, device=_comm_device())
+    dist.all_reduce(work, op=dist.ReduceOp.MAX)
+    return int(work[0])
 
 
 def global_mean(total: float, count: float) -> float | None:
