@@ -170,6 +170,16 @@ class FastDecoder:
             bias[:, :prompt_len].masked_fill_(~prompt_mask.bool(), neg)
             self.key_bias = bias[:, None, None]  # [B, 1, 1, S]
 
+    def keep(self, rows: Tensor) -> None:
+        """Go on with only `rows` (indices into the current batch), e.g. those still decoding."""
+        for layer in self.layers:
+            layer.keys = layer.keys.index_select(0, rows)
+            layer.values = layer.values.index_select(0, rows)
+        self.cos = self.cos.index_select(0, rows)
+        self.signed_sin = self.signed_sin.index_select(0, rows)
+        if self.key_bias is not None:
+            self.key_bias = self.key_bias.index_select(0, rows)
+
     def _rotate(self, x: Tensor, t: int) -> Tensor:
         """RoPE of x [B, heads, D] at each row's t-th new position (x2 stands for -x2 in sin)."""
         half = x.shape[-1] // 2

@@ -28,6 +28,8 @@ DECODERS = ("auto", "fast", "hf")
 
 #: One decoding step: the t-th new token of every row [B] -> the next last hidden state [B, d].
 Step = Callable[[Tensor, int], Tensor]
+#: Drops rows from the decoder's batch: indices of the rows to go on with.
+Keep = Callable[[Tensor], None]
 
 
 def _entropy(logp: Tensor) -> Tensor:
@@ -146,6 +148,10 @@ class Sampler:
         decoder: `auto` runs tempo's fused one-token step (`tempo.sampling.fast_decoder`) for
             the model families it supports and the model's own forward otherwise; `fast`
             requires the fused step; `hf` always uses the model's forward.
+        compact_below: on CPU with the fused step, when at a check the fraction of rows still
+            decoding is at most this, finished rows leave the batch (their KV cache too), so
+            the long tail of a few long completions does not pay for the whole batch. 0 turns
+            it off. Not done on GPU, where finding the rows would stall the device.
     """
 
     def __init__(
@@ -156,6 +162,7 @@ class Sampler:
         check_every: int = 4,
         static_cache: bool = True,
         decoder: str = "auto",
+        compact_below: float = 0.75,
     ) -> None:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
@@ -167,18 +174,24 @@ class Sampler:
         self.check_every = max(1, check_every)
         self.static_cache = static_cache
         self.decoder = decoder
+        if not 0.0 <= compact_below <= 1.0:
+            raise ConfigError("compact_below", compact_below, "a fraction in [0, 1]")
+        self.compact_below = compact_below
 
     def _steps(
         self, model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor
-    ) -> tuple[Tensor, Step]:
+    ) -> tuple[Tensor, Step, Keep | None]:
         if self.decoder != "hf":
             reason = supports(model)
             if reason is None:
                 fast = FastDecoder(model, prompt_ids, prompt_mask, self.max_new_tokens)
-                return fast.first_hidden, fast.step
+                return fast.first_hidden, fast.step, fast.keep
             if self.decoder == "fast":
                 raise ConfigError("decoder", "fast", f"auto or hf for this model ({reason})")
-        return _hf_steps(model, prompt_ids, prompt_mask, self.max_new_tokens, self.static_cache)
+        first, step = _hf_steps(
+            model, prompt_ids, prompt_mask, self.max_new_tokens, self.static_cache
+        )
+        return first, step, None
 
     @torch.no_grad()
     def rollout(
@@ -195,9 +208,11 @@ class Sampler:
         batch = prompt_ids.shape[0]
         device = prompt_ids.device
         steps = self.max_new_tokens
-        hidden, advance = self._steps(model, prompt_ids, prompt_mask)
+        hidden, advance, keep = self._steps(model, prompt_ids, prompt_mask)
+        compact = keep is not None and device.type == "cpu" and self.compact_below > 0
+        rows: Tensor | slice = slice(None)  # the original rows still in the decoder's batch
 
-        tokens = torch.empty(batch, steps, dtype=torch.long, device=device)
+        tokens = torch.full((batch, steps), self.pad_token_id, dtype=torch.long, device=device)
         temps = torch.ones(batch, steps, device=device)
         logprobs = torch.zeros(batch, steps, device=device)
         entropy = torch.zeros(batch, steps, device=device)
@@ -214,7 +229,7 @@ class Sampler:
         for t in range(steps):
             logits = head(hidden).float()
             logp1 = torch.log_softmax(logits, dim=-1)
-            entropy[:, t] = _entropy(logp1)
+            entropy[rows, t] = ent1 = _entropy(logp1)
             if greedy or controller is None:
                 logp_t = logp1
                 token = logits.argmax(-1) if greedy else exponential_race(logp1.exp(), generator)
@@ -224,22 +239,32 @@ class Sampler:
                 for key, value in decision.records.items():
                     if key not in records:
                         records[key] = torch.zeros(batch, steps, dtype=value.dtype, device=device)
-                    records[key][:, t] = value
+                    records[key][rows, t] = value
                 logp_t = torch.log_softmax(logits / temp[:, None], dim=-1)
                 token = exponential_race(logp_t.exp(), generator)
-                temps[:, t] = temp
+                temps[rows, t] = temp
                 prev_t = temp
-            tokens[:, t] = token
-            logprobs[:, t] = logp_t.gather(1, token[:, None]).squeeze(1)
-            entropy_t[:, t] = entropy[:, t] if logp_t is logp1 else _entropy(logp_t)
+            tokens[rows, t] = token
+            logprobs[rows, t] = logp_t.gather(1, token[:, None]).squeeze(1)
+            entropy_t[rows, t] = ent1 if logp_t is logp1 else _entropy(logp_t)
             finished |= token == self.eos_token_id
             if t + 1 == steps:
                 break
-            if flag.done():
-                length = t + 1
-                break
-            if (t + 1) % self.check_every == 0:
-                flag.post(finished)
+            if compact and (t + 1) % self.check_every == 0:
+                going = (~finished).nonzero().squeeze(1)  # a host read: CPU only
+                if len(going) == 0:
+                    length = t + 1
+                    break
+                if len(going) <= self.compact_below * len(finished):
+                    keep(going)
+                    rows = going if isinstance(rows, slice) else rows[going]
+                    token, prev_t, finished = token[going], prev_t[going], finished[going]
+            elif not compact:
+                if flag.done():
+                    length = t + 1
+                    break
+                if (t + 1) % self.check_every == 0:
+                    flag.post(finished)
             hidden = advance(token, t)
 
         tokens = tokens[:, :length]
@@ -257,6 +282,6 @@ class Sampler:
             logprobs=(logprobs[:, : mask.shape[1]] * maskf)[:, :length],
             entropy=(entropy[:, : mask.shape[1]] * maskf)[:, :length],
             entropy_at_T=(entropy_t[:, : mask.shape[1]] * maskf)[:, :length],
-            finished=is_eos.any(-1),
+            finished=is_eos.any(-1),  # over the kept columns, which hold every EOS
             controller_data={k: v[:, :length] for k, v in records.items()},
         )

@@ -164,3 +164,46 @@ def test_sampling_under_bf16_autocast_stays_close_to_the_general_path():
     agree = (runs["fast"].tokens == runs["hf"].tokens).float().mean()
     assert agree >= 0.9  # bf16 rounding may flip a near-tie, not the whole sequence
     assert torch.isfinite(runs["fast"].entropy).all()
+
+
+def test_finished_rows_leave_the_batch_without_changing_any_row(monkeypatch):
+    """Greedy decoding with and without compaction: identical completions, and the decoder's
+    batch really shrank. EOS is favoured from the hidden state (not the row index), so it
+    follows each row wherever compaction moves it."""
+    model = _model(CONFIGS["qwen2"]())
+    torch.manual_seed(3)
+    ids = torch.randint(2, 64, (16, 5))
+    mask = torch.ones_like(ids)
+
+    def favour_eos(module, inputs, output):
+        output = output.clone()
+        output[..., 1] += 100.0 * (inputs[0][..., 1] > 0.5)
+        return output
+
+    sizes = []
+    keep = FastDecoder.keep
+
+    def spy(self, rows):
+        sizes.append(len(rows))
+        keep(self, rows)
+
+    monkeypatch.setattr(FastDecoder, "keep", spy)
+    hook = model.get_output_embeddings().register_forward_hook(favour_eos)
+    try:
+        runs = [
+            Sampler(24, 1, 0, check_every=2, compact_below=c).rollout(
+                model, ids, mask, None, greedy=True
+            )
+            for c in (0.0, 1.0)
+        ]
+    finally:
+        hook.remove()
+    plain, compacted = runs
+    lengths = plain.lengths
+    assert len(set(lengths.tolist())) >= 5  # rows end at many different steps
+    assert sizes and sizes == sorted(sizes, reverse=True) and sizes[-1] < 16
+    assert torch.equal(plain.tokens, compacted.tokens)
+    assert torch.equal(plain.mask, compacted.mask)
+    assert torch.equal(plain.finished, compacted.finished)
+    torch.testing.assert_close(plain.logprobs, compacted.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(plain.entropy, compacted.entropy, atol=1e-5, rtol=0)
