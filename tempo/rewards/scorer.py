@@ -58,6 +58,10 @@ class RewardScorer:
             ]
         return ScoredBatch(rewards, correct, answers)
 
+    def prestart(self) -> None:
+        """Start the verifier workers in the background (see `VerifierPool.prestart`)."""
+        self.pool.prestart()
+
     def stats(self) -> dict[str, float]:
         """Cumulative counters of the verifier: timeouts, errors, items sent to workers,
         answers rejected as too long without a worker, and the longest time one answer held a

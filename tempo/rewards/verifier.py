@@ -272,6 +272,15 @@ class VerifierPool:
                 scores[i] = result
         return scores
 
+    def prestart(self) -> None:
+        """Start the workers now, without waiting for them: their start-up (a process and
+        Math-Verify's imports, seconds) then overlaps other work instead of landing in the
+        first call that needs a worker."""
+        if self._closed:
+            raise RuntimeError("VerifierPool is closed")
+        while len(self._live) < self.workers:
+            self._start()
+
     def close(self) -> None:
         """Stop all workers; the pool cannot be used afterwards."""
         self._closed = True

@@ -98,6 +98,11 @@ class RLVRModule(L.LightningModule):
             if self.global_rank > 0:  # controllers drawing from torch's RNG (the head)
                 torch.manual_seed(seed)
 
+    def on_fit_start(self) -> None:
+        prestart = getattr(self.scorer, "prestart", None)
+        if prestart is not None:  # the verifier's start-up overlaps the first rollout
+            prestart()
+
     def configure_optimizers(self):
         policy = torch.optim.AdamW(
             self.model.parameters(), lr=self.grpo.lr, weight_decay=self.grpo.weight_decay

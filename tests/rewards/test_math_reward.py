@@ -198,3 +198,16 @@ def test_a_task_check_replaces_math_verify_and_its_shortcuts():
     assert out.correct == [True, False, False, False]
     assert out.rewards == [1.0, 0.0, 0.0, 0.0]
     assert scorer.pool.fast_path == 0 and scorer.pool.calls == 3
+
+
+def test_prestart_starts_the_workers_before_the_first_call() -> None:
+    with VerifierPool(workers=2) as p:
+        p.prestart()
+        assert len(p._live) == 2 and all(w.proc.is_alive() for w in p._live)
+        time.sleep(0.5)
+        assert p.score(["\\boxed{0.5}", "\\boxed{2/4}"], ["1/2", "1/2"]) == [1.0, 1.0]
+        assert len(p._live) == 2 and p.calls == 2  # no further worker was started
+        p.prestart()  # already at the cap: a no-op
+        assert len(p._live) == 2
+    with pytest.raises(RuntimeError, match="closed"):
+        p.prestart()
