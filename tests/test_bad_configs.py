@@ -41,6 +41,8 @@ BAD = [
     ("algorithm.group_size=1", "invalid config: algorithm.group_size=1 is invalid: allowed int >= 2"),
     ("eval.ks=[1,16]", "invalid config: eval.ks=[1, 16] is invalid: allowed a non-empty list of integers in [1, 8]"),
     ("eval.num_problems=500", "invalid config: eval.num_problems=500 is invalid: allowed at most the 200 held-out problems of task 'arithmetic'"),
+    ("rollout.decoder=vllm", "invalid config: rollout.decoder='vllm' is invalid: allowed one of auto, fast, hf"),
+    ("rollout.compact_below=1.5", "invalid config: rollout.compact_below=1.5 is invalid: allowed a fraction in [0, 1]"),
     ("reward.timeout=0", "invalid config: reward.timeout=0 is invalid: allowed a number of seconds > 0"),
     ("method=meta_policy method.top_p=0", "invalid config: method.top_p=0 is invalid"),
     ("method=introspective method.t_min=2.0", "invalid config: method.t_min=2.0 is invalid"),

@@ -1,25 +1,36 @@
-"""Throughput of tempo's sampler vs `model.generate` on the embedded tiny model, one run.
+"""Rollout throughput: tempo's sampler vs `model.generate`, and per-token method overheads.
 
-Both sample 64 new tokens for each of 64 prompts at T = 1 (no top-k/top-p), with EOS
-disabled so every row runs to full length. Prints tokens/s of each and the ratio, and the
-overhead of the per-token temperature methods (the introspective head, EDT) over a fixed
-temperature, as medians over --repeats interleaved runs (the machine is noisy; compare
-within one run).
+For each model size, in one run on the same model, prompts and lengths: every row samples
+`--new` tokens at T = 1 (no top-k/top-p) with EOS disabled, so all rows run to full length.
+Cases: tempo's sampler with a fixed temperature, `model.generate` with the same settings,
+and tempo's sampler under the per-token methods (introspective head, EDT). Timings are
+medians over `--repeats` interleaved rounds (this machine is noisy; compare within one run).
+Also printed: peak memory growth of one rollout of each case (each in a fresh process) and
+the model FLOPs/s achieved against a measured matmul's.
 
-    python experiments/bench/sampler_vs_generate.py [--batch 64] [--new 64] [--repeats 5]
+    python experiments/bench/sampler_vs_generate.py [--models 1m,10m] [--repeats 7]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import hydra
 import torch
+from common import (
+    MODELS,
+    format_bytes,
+    matmul_flops_per_second,
+    median,
+    median_times,
+    peak_memory,
+    peak_rss_during,
+    print_table,
+    sequence_forward_flops,
+)
 from omegaconf import OmegaConf
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from tempo.models.tiny import tiny_config
 from tempo.models.tokenizer import build_char_tokenizer
@@ -28,6 +39,7 @@ from tempo.temperature.base import TemperatureController
 from tempo.temperature.fixed import FixedTemperature
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "method"
+CASES = ("tempo", "generate", "introspective", "edt")
 
 
 def method_from_config(name: str, **overrides) -> TemperatureController:
@@ -39,39 +51,31 @@ def method_from_config(name: str, **overrides) -> TemperatureController:
     return hydra.utils.instantiate(cfg, _convert_="all")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--new", type=int, default=64)
-    parser.add_argument("--prompt", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
+def build(size: str, batch: int, prompt: int, threads: int | None):
+    """The model (random weights, seed 0), prompts, and one callable per case."""
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     tok = build_char_tokenizer()
-    model = AutoModelForCausalLM.from_config(tiny_config(tok)).eval()
-    ids = torch.randint(4, len(tok), (args.batch, args.prompt))
+    model = AutoModelForCausalLM.from_config(tiny_config(tok, **MODELS[size])).eval()
+    ids = torch.randint(4, len(tok), (batch, prompt))
     mask = torch.ones_like(ids)
-    sampler = Sampler(args.new, eos_token_id=-1, pad_token_id=tok.pad_token_id)
+    return model, tok, ids, mask
+
+
+def cases(model: PreTrainedModel, tok, ids, mask, new: int) -> dict[str, callable]:
+    sampler = Sampler(new, eos_token_id=-1, pad_token_id=tok.pad_token_id)
     controllers: dict[str, TemperatureController] = {
-        "fixed": FixedTemperature(1.0),
+        "tempo": FixedTemperature(1.0),
         "introspective": method_from_config("introspective"),
         "edt": method_from_config("heuristic", rule="edt"),
     }
     for ctl in controllers.values():
         ctl.setup(model.config.hidden_size, model.config.vocab_size, 1)
-    tokens = args.batch * args.new
 
-    def sample(name: str):
-        def run() -> None:
-            sampler.rollout(
-                model, ids, mask, controllers[name], generator=torch.Generator().manual_seed(0)
-            )
-
-        return run
+    def sample(ctl: TemperatureController):
+        gen = torch.Generator().manual_seed(0)
+        return lambda: sampler.rollout(model, ids, mask, ctl, generator=gen)
 
     def generate() -> None:
         model.generate(
@@ -81,34 +85,77 @@ def main() -> None:
             temperature=1.0,
             top_k=0,
             top_p=1.0,
-            max_new_tokens=args.new,
-            min_new_tokens=args.new,
+            max_new_tokens=new,
+            min_new_tokens=new,
             pad_token_id=tok.pad_token_id,
         )
 
-    runs = {name: sample(name) for name in controllers} | {"generate": generate}
-    for fn in runs.values():  # warm-up
-        fn()
-    rates: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            rates[name].append(tokens / (time.perf_counter() - start))
-    median = {name: statistics.median(r) for name, r in rates.items()}
-    t, g = median["fixed"], median["generate"]
-    params = sum(p.numel() for p in model.parameters())
-    print(
-        f"model: {params / 1e6:.2f}M params, batch {args.batch} x {args.new} new tokens, "
-        f"threads {torch.get_num_threads()}, median of {args.repeats}"
+    runs = {name: sample(ctl) for name, ctl in controllers.items()} | {"generate": generate}
+    return {name: runs[name] for name in CASES}
+
+
+def one_rollout(size: str, case: str, batch: int, prompt: int, new: int, threads: int) -> int:
+    """Peak memory growth (bytes) of one rollout of `case`, set-up excluded; run in a fresh
+    process by `peak_memory`."""
+    fns = cases(*build(size, batch, prompt, threads), new)
+    return peak_rss_during(fns[case])[1]
+
+
+def bench(size: str, args: argparse.Namespace, matmul: float) -> list[dict]:
+    model, tok, ids, mask = build(size, args.batch, args.prompt, args.threads)
+    fns = cases(model, tok, ids, mask, args.new)
+    times = median_times(fns, repeats=args.repeats, warmup=1)
+    seconds = {name: median(ts) for name, ts in times.items()}
+    tokens = args.batch * args.new
+    flops = args.batch * (
+        sequence_forward_flops(model.config, args.prompt)
+        + sequence_forward_flops(model.config, args.new - 1, start=args.prompt)
     )
-    print(f"tempo sampler    : {t:9.0f} tokens/s (fixed T)")
-    print(f"model.generate   : {g:9.0f} tokens/s")
-    print(f"ratio tempo/generate: {t / g:.2f}x")
-    for name in controllers:
-        if name != "fixed":
-            overhead = t / median[name] - 1  # extra time per token relative to fixed T
-            print(f"{name:<13}: {median[name]:9.0f} tokens/s, overhead over fixed {overhead:+.1%}")
+    params = sum(p.numel() for p in model.parameters())
+    rows = []
+    for name in CASES:
+        memory = float("nan")
+        if not args.no_memory:
+            call = (size, name, args.batch, args.prompt, args.new, args.threads)
+            memory, _ = peak_memory(one_rollout, *call)
+        rows.append(
+            {
+                "model": f"{size} ({params / 1e6:.1f}M)",
+                "case": name,
+                "tokens/s": f"{tokens / seconds[name]:.0f}",
+                "vs generate": f"{seconds['generate'] / seconds[name]:.2f}x",
+                "vs tempo fixed": f"{seconds[name] / seconds['tempo'] - 1:+.1%}",
+                "peak memory": format_bytes(memory),
+                "model FLOPs/s": f"{flops / seconds[name] / 1e9:.1f} G",
+                "of matmul": f"{flops / seconds[name] / matmul:.1%}",
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="1m,10m", help="comma list of: " + ", ".join(MODELS))
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--prompt", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory children")
+    args = parser.parse_args()
+    sizes = [s.strip() for s in args.models.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in MODELS]
+    if unknown:
+        parser.error(f"unknown model size {unknown[0]!r}; choose from {', '.join(MODELS)}")
+    torch.set_num_threads(args.threads)
+    matmul = matmul_flops_per_second()
+    print(
+        f"batch {args.batch} x {args.new} new tokens, prompt {args.prompt}, threads "
+        f"{args.threads}, median of {args.repeats} interleaved rounds; matmul reference "
+        f"{matmul / 1e9:.1f} GFLOP/s (1024^2 float32)"
+    )
+    rows = [row for size in sizes for row in bench(size, args, matmul)]
+    print_table(rows, list(rows[0]))
 
 
 if __name__ == "__main__":

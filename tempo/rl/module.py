@@ -73,7 +73,12 @@ class RLVRModule(L.LightningModule):
         self.seed = seed
         self.samples = samples
         self.sampler = Sampler(
-            rollout.max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id
+            rollout.max_new_tokens,
+            tokenizer.eos_token_id,
+            tokenizer.pad_token_id,
+            check_every=rollout.check_every,
+            decoder=rollout.decoder,
+            compact_below=rollout.compact_below,
         )
         self.eval_controller = controller.for_evaluation() or FixedTemperature(
             evaluation.temperature

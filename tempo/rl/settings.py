@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from tempo.config_error import ConfigError
 from tempo.rewards.scorer import RewardScorer
+from tempo.sampling.sampler import DECODERS
 
 
 def _positive_int(key: str, value: object, minimum: int = 1) -> None:
@@ -25,10 +26,21 @@ class RolloutConfig:
 
     prompts_per_step: int = 16  # distinct prompts per step; each is sampled group_size times
     max_new_tokens: int = 48  # completion length cap; longer completions count as truncated
+    decoder: str = "auto"  # auto | fast | hf: tempo's fused decoding step or the model's forward
+    compact_below: float = 0.75  # CPU: drop finished rows once this fraction or less decodes
+    check_every: int = 4  # decoding steps between "has every row finished?" checks
 
     def __post_init__(self) -> None:
         _positive_int("prompts_per_step", self.prompts_per_step)
         _positive_int("max_new_tokens", self.max_new_tokens)
+        _positive_int("check_every", self.check_every)
+        if self.decoder not in DECODERS:
+            raise ConfigError("decoder", self.decoder, f"one of {', '.join(DECODERS)}")
+        fraction = self.compact_below
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise ConfigError("compact_below", fraction, "a fraction in [0, 1]")
+        if not 0.0 <= fraction <= 1.0:
+            raise ConfigError("compact_below", fraction, "a fraction in [0, 1]")
 
 
 @dataclass

@@ -22,6 +22,10 @@ from transformers import DynamicCache, PreTrainedModel
 from tempo.models.policy import decoder_body, position_ids_from_mask
 
 SUPPORTED_TYPES = ("qwen2", "qwen3", "llama", "mistral")
+#: `fuse=None` stacks q/k/v and gate/up weights only for models up to this many parameters:
+#: the stacked copy costs about 2/3 of the decoder's weights in memory, which matters for large
+#: models, whose matmuls are big enough that separate calls cost little extra.
+FUSE_MAX_PARAMS = 200_000_000
 
 
 def supports(model: PreTrainedModel) -> str | None:
@@ -49,16 +53,31 @@ def _rms(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     return weight * x.to(dtype)
 
 
+#: (weight, bias) of linears whose outputs are used concatenated: one stacked pair, or several.
+Projection = list[tuple[Tensor, Tensor | None]]
+
+
+def _project(x: Tensor, parts: Projection) -> Tensor:
+    if len(parts) == 1:
+        return F.linear(x, *parts[0])
+    return torch.cat([F.linear(x, w, b) for w, b in parts], dim=-1)
+
+
+def _projection(linears: list[torch.nn.Linear], fuse: bool) -> Projection:
+    if not fuse:
+        return [(linear.weight, linear.bias) for linear in linears]
+    return [(torch.cat([linear.weight for linear in linears]), _fused_bias(*linears))]
+
+
 @dataclass
 class _Layer:
     ln1: Tensor
     ln2: Tensor
-    w_qkv: Tensor
-    b_qkv: Tensor | None
+    qkv: Projection
+    q_scale: float | None  # applied to q when not folded into the weights
     w_o: Tensor
     b_o: Tensor | None
-    w_gate_up: Tensor
-    b_gate_up: Tensor | None
+    gate_up: Projection
     w_down: Tensor
     b_down: Tensor | None
     q_norm: Tensor | None
@@ -81,6 +100,8 @@ class FastDecoder:
 
     Holds its own KV cache for `prompt_len + max_new_tokens` positions. Outputs are the last
     hidden states after the final norm, as `model.base_model(...).last_hidden_state[:, -1]`.
+    `fuse` stacks q/k/v and gate/up into one matmul each (a copy of those weights); None =
+    for models of at most `FUSE_MAX_PARAMS` parameters.
     """
 
     @torch.no_grad()
@@ -90,8 +111,11 @@ class FastDecoder:
         prompt_ids: Tensor,
         prompt_mask: Tensor,
         max_new_tokens: int,
+        fuse: bool | None = None,
     ) -> None:
         config = model.config
+        if fuse is None:
+            fuse = sum(p.numel() for p in model.parameters()) <= FUSE_MAX_PARAMS
         body = decoder_body(model)
         batch, prompt_len = prompt_ids.shape
         self.heads = config.num_attention_heads
@@ -123,28 +147,30 @@ class FastDecoder:
             k_buf, v_buf = keys.new_empty(shape), values.new_empty(shape)
             k_buf[:, :, :prompt_len] = keys
             v_buf[:, :, :prompt_len] = values
-            w_qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
-            b_qkv = _fused_bias(attn.q_proj, attn.k_proj, attn.v_proj)
+            qkv = _projection([attn.q_proj, attn.k_proj, attn.v_proj], fuse)
             q_norm = attn.q_norm.weight if hasattr(attn, "q_norm") else None
             # The 1/sqrt(D) of the attention scores, folded into the query (RoPE is linear;
             # with a query norm it must scale the norm's output instead).
+            q_scale = None
             if q_norm is not None:
                 q_norm = q_norm * self.scaling
-            else:
+            elif fuse:  # the stacked weights are our copy
                 rows = self.heads * self.head_dim
-                w_qkv[:rows] *= self.scaling
-                if b_qkv is not None:
-                    b_qkv[:rows] *= self.scaling
+                weight, bias = qkv[0]
+                weight[:rows] *= self.scaling
+                if bias is not None:
+                    bias[:rows] *= self.scaling
+            else:
+                q_scale = self.scaling
             self.layers.append(
                 _Layer(
                     ln1=layer.input_layernorm.weight,
                     ln2=layer.post_attention_layernorm.weight,
-                    w_qkv=w_qkv,
-                    b_qkv=b_qkv,
+                    qkv=qkv,
+                    q_scale=q_scale,
                     w_o=attn.o_proj.weight,
                     b_o=attn.o_proj.bias,
-                    w_gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
-                    b_gate_up=_fused_bias(mlp.gate_proj, mlp.up_proj),
+                    gate_up=_projection([mlp.gate_proj, mlp.up_proj], fuse),
                     w_down=mlp.down_proj.weight,
                     b_down=mlp.down_proj.bias,
                     q_norm=q_norm,
@@ -196,7 +222,9 @@ class FastDecoder:
         x = F.embedding(token, self.embed)
         for layer in self.layers:
             h = _rms(x, layer.ln1, self.eps)
-            qkv = F.linear(h, layer.w_qkv, layer.b_qkv)
+            qkv = _project(h, layer.qkv)
+            if layer.q_scale is not None:
+                qkv[:, : heads * dim] *= layer.q_scale
             qk = qkv[:, : (heads + kv_heads) * dim].view(batch, heads + kv_heads, dim)
             v = qkv[:, (heads + kv_heads) * dim :].view(batch, kv_heads, dim)
             if layer.q_norm is not None:
@@ -217,6 +245,6 @@ class FastDecoder:
             attn = torch.matmul(weights, values).reshape(batch, heads * dim)
             x = x + F.linear(attn, layer.w_o, layer.b_o)
             h = _rms(x, layer.ln2, self.eps)
-            gate, up = F.linear(h, layer.w_gate_up, layer.b_gate_up).chunk(2, dim=-1)
+            gate, up = _project(h, layer.gate_up).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, layer.w_down, layer.b_down)
         return _rms(x, self.final_norm, self.eps)

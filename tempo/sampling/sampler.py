@@ -22,7 +22,7 @@ from tempo.config_error import ConfigError
 from tempo.models.policy import decoder_body, lm_head, position_ids_from_mask
 from tempo.sampling.fast_decoder import FastDecoder, supports
 from tempo.sampling.rollout import Rollout
-from tempo.temperature.base import TemperatureController
+from tempo.temperature.base import StepTemperature, TemperatureController
 
 DECODERS = ("auto", "fast", "hf")
 
@@ -32,18 +32,16 @@ Step = Callable[[Tensor, int], Tensor]
 Keep = Callable[[Tensor], None]
 
 
-def _entropy(logp: Tensor) -> Tensor:
-    return -(logp.exp() * logp).sum(-1)
-
-
 def exponential_race(probs: Tensor, generator: torch.Generator | None) -> Tensor:
     """One index per row drawn from `probs` [B, V]: argmax_v p_v / E_v with E_v ~ Exp(1).
 
     P(argmax = v) = p_v / sum(p) exactly (the smallest of independent exponentials with rates
     p_v is the v-th with probability proportional to p_v), so this equals multinomial sampling
     but needs no cumulative sum, binary search or validity check (which syncs on GPU).
+    E = -log U with U ~ Uniform[0, 1) (three times faster on CPU than `exponential_`); U = 0
+    (probability 2^-24 per entry in float32) gives E = inf, which only ever loses the race.
     """
-    race = torch.empty_like(probs).exponential_(generator=generator)
+    race = torch.rand(probs.shape, generator=generator, device=probs.device).log_().neg_()
     return (probs / race).argmax(-1)
 
 
@@ -225,14 +223,26 @@ class Sampler:
             if controller is not None
             else torch.ones(batch, device=device)
         )
+        # Step-level methods (one T per training step) need no per-token call: T is a number.
+        step_t = None
+        if isinstance(controller, StepTemperature) and not greedy:
+            step_t = float(controller.step_temperature())
+            temps.fill_(step_t)
         length = steps
         for t in range(steps):
             logits = head(hidden).float()
             logp1 = torch.log_softmax(logits, dim=-1)
-            entropy[rows, t] = ent1 = _entropy(logp1)
+            probs1 = logp1.exp()
+            entropy[rows, t] = ent1 = -(probs1 * logp1).sum(-1)
             if greedy or controller is None:
                 logp_t = logp1
-                token = logits.argmax(-1) if greedy else exponential_race(logp1.exp(), generator)
+                token = logits.argmax(-1) if greedy else exponential_race(probs1, generator)
+            elif step_t is not None:  # one T for the whole rollout: a scalar, maybe 1
+                logp_t, probs_t = logp1, probs1
+                if step_t != 1.0:
+                    logp_t = torch.log_softmax(logits / step_t, dim=-1)
+                    probs_t = logp_t.exp()
+                token = exponential_race(probs_t, generator)
             else:
                 decision = controller.temperature(logits, hidden, prev_t, t)
                 temp = decision.temperature
@@ -241,12 +251,13 @@ class Sampler:
                         records[key] = torch.zeros(batch, steps, dtype=value.dtype, device=device)
                     records[key][rows, t] = value
                 logp_t = torch.log_softmax(logits / temp[:, None], dim=-1)
-                token = exponential_race(logp_t.exp(), generator)
+                probs_t = logp_t.exp()
+                token = exponential_race(probs_t, generator)
                 temps[rows, t] = temp
                 prev_t = temp
             tokens[rows, t] = token
             logprobs[rows, t] = logp_t.gather(1, token[:, None]).squeeze(1)
-            entropy_t[rows, t] = ent1 if logp_t is logp1 else _entropy(logp_t)
+            entropy_t[rows, t] = ent1 if logp_t is logp1 else -(probs_t * logp_t).sum(-1)
             finished |= token == self.eos_token_id
             if t + 1 == steps:
                 break

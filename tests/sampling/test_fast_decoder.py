@@ -65,13 +65,15 @@ def _padded_batch():
     return ids.masked_fill(mask == 0, 0), mask
 
 
+@pytest.mark.parametrize("fuse", [True, False])
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
-def test_each_step_matches_the_models_own_forward(arch):
+def test_each_step_matches_the_models_own_forward(arch, fuse):
     model = _model(CONFIGS[arch]())
     assert supports(model) is None
     ids, mask = _padded_batch()
     new = torch.randint(2, 64, (4, 9))
-    decoder = FastDecoder(model, ids, mask, max_new_tokens=9)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    decoder = FastDecoder(model, ids, mask, max_new_tokens=9, fuse=fuse)
     states = [decoder.first_hidden]
     for t in range(8):
         states.append(decoder.step(new[:, t], t))
@@ -81,6 +83,8 @@ def test_each_step_matches_the_models_own_forward(arch):
     with torch.no_grad():
         reference = forward_hidden(model, full_ids, full_mask)[:, ids.shape[1] - 1 : -1]
     torch.testing.assert_close(ours, reference, atol=2e-5, rtol=1e-4)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights left untouched
 
 
 def test_unsupported_models_are_named_and_fall_back():

@@ -37,20 +37,35 @@ def _recomputed_logits(model, rollout):
     return lm_head(model)(hidden[:, rollout.prompt_ids.shape[1] - 1 : -1]).float()
 
 
-@pytest.mark.parametrize("static", [True, False])
+@pytest.mark.parametrize(
+    ("decoder", "static", "compact"),
+    [("fast", True, 0.0), ("fast", True, 1.0), ("hf", True, 0.0), ("hf", False, 0.0)],
+)
 def test_recorded_logprobs_match_recomputation_with_per_token_temperature(
-    tiny_model, char_tokenizer, static
+    tiny_model, char_tokenizer, decoder, static, compact
 ):
     ids, mask = _encode(char_tokenizer, PROMPTS * 2)
     sampler = Sampler(
-        20, char_tokenizer.eos_token_id, char_tokenizer.pad_token_id, static_cache=static
+        20,
+        char_tokenizer.eos_token_id,
+        char_tokenizer.pad_token_id,
+        static_cache=static,
+        decoder=decoder,
+        check_every=2,
+        compact_below=compact,  # 1.0: finished rows leave the batch at every check
     )
     ctl = RandomPerToken()
     r = sampler.rollout(tiny_model, ids, mask, ctl, generator=torch.Generator().manual_seed(1))
-    # the stored temperatures are exactly what the controller returned, step by step
-    expected_t = torch.stack(ctl.seen, dim=1)[:, : r.tokens.shape[1]]
-    assert torch.equal(r.temperatures, expected_t)
-    assert torch.equal(r.controller_data["position"][0], torch.arange(r.tokens.shape[1]).float())
+    assert 0 < int(r.finished.sum()) < len(r.finished)  # some rows end early
+    if compact == 0.0:  # the controller saw every row at every step
+        # the stored temperatures are exactly what the controller returned, step by step
+        expected_t = torch.stack(ctl.seen, dim=1)[:, : r.tokens.shape[1]]
+        assert torch.equal(r.temperatures, expected_t)
+    else:  # the controller's batch shrank as rows finished
+        assert len(ctl.seen[-1]) < len(ctl.seen[0])
+    columns = torch.arange(r.tokens.shape[1]).float().expand_as(r.mask)
+    valid = r.mask.bool()
+    assert torch.equal(r.controller_data["position"][valid], columns[valid])
     logits = _recomputed_logits(tiny_model, r)
     with torch.no_grad():
         logp = token_logprobs(logits, r.tokens, r.temperatures) * r.mask
