@@ -34,8 +34,12 @@ format: install
 	$(BIN)/ruff check --fix tempo tests experiments
 	$(BIN)/ruff format tempo tests experiments
 
+# The benchmark suite (experiments/bench/README.md); installs the optional trl for the GRPO one.
 bench: install
+	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(OFFLINE) $(BIN)/python experiments/bench/sampler_vs_generate.py
+	$(OFFLINE) $(BIN)/python experiments/bench/grpo_vs_trl.py --repeats 3
+	$(OFFLINE) $(BIN)/python experiments/bench/grpo_vs_trl.py --model 10m --repeats 3
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache
