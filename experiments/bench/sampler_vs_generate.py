@@ -3,7 +3,9 @@
 For each model size, in one run on the same model, prompts and lengths: every row samples
 `--new` tokens at T = 1 (no top-k/top-p) with EOS disabled, so all rows run to full length.
 Cases: tempo's sampler with a fixed temperature, `model.generate` with the same settings,
-and tempo's sampler under the per-token methods (introspective head, EDT). Timings are
+tempo at a fixed T = 0.7 (which, unlike T = 1, rescales the logits: the fair baseline of the
+per-token methods), and tempo's sampler under the per-token methods (introspective head, EDT).
+Timings are
 medians over `--repeats` interleaved rounds (this machine is noisy; compare within one run).
 Also printed: peak memory growth of one rollout of each case (each in a fresh process) and
 the model FLOPs/s achieved against a measured matmul's.
@@ -39,7 +41,7 @@ from tempo.temperature.base import TemperatureController
 from tempo.temperature.fixed import FixedTemperature
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "method"
-CASES = ("tempo", "generate", "introspective", "edt")
+CASES = ("tempo", "generate", "tempo T=0.7", "introspective", "edt")
 
 
 def method_from_config(name: str, **overrides) -> TemperatureController:
@@ -67,6 +69,7 @@ def cases(model: PreTrainedModel, tok, ids, mask, new: int) -> dict[str, callabl
     sampler = Sampler(new, eos_token_id=-1, pad_token_id=tok.pad_token_id)
     controllers: dict[str, TemperatureController] = {
         "tempo": FixedTemperature(1.0),
+        "tempo T=0.7": FixedTemperature(0.7),
         "introspective": method_from_config("introspective"),
         "edt": method_from_config("heuristic", rule="edt"),
     }
@@ -124,7 +127,8 @@ def bench(size: str, args: argparse.Namespace, matmul: float) -> list[dict]:
                 "case": name,
                 "tokens/s": f"{tokens / seconds[name]:.0f}",
                 "vs generate": f"{seconds['generate'] / seconds[name]:.2f}x",
-                "vs tempo fixed": f"{seconds[name] / seconds['tempo'] - 1:+.1%}",
+                "time vs fixed T=1": f"{seconds[name] / seconds['tempo'] - 1:+.1%}",
+                "vs fixed T=0.7": f"{seconds[name] / seconds['tempo T=0.7'] - 1:+.1%}",
                 "peak memory": format_bytes(memory),
                 "model FLOPs/s": f"{flops / seconds[name] / 1e9:.1f} G",
                 "of matmul": f"{flops / seconds[name] / matmul:.1%}",

@@ -109,8 +109,12 @@ class RLVRModule(L.LightningModule):
             prestart()
 
     def configure_optimizers(self):
+        # foreach: one kernel per op over all tensors (torch picks it by itself on GPU only)
         policy = torch.optim.AdamW(
-            self.model.parameters(), lr=self.grpo.lr, weight_decay=self.grpo.weight_decay
+            self.model.parameters(),
+            lr=self.grpo.lr,
+            weight_decay=self.grpo.weight_decay,
+            foreach=True,
         )
         head = self.controller.configure_optimizer()
         return policy if head is None else [policy, head]

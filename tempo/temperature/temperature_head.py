@@ -63,12 +63,17 @@ class TemperatureHead(nn.Module):
         self.fc2.bias.copy_(torch.tensor(bias))
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Autocast (bf16-mixed) would run these matmuls in bf16; the Beta sampler and the
-        # action log-probs need float32.
-        with torch.autocast(hidden.device.type, enabled=False):
-            x = F.linear(_f32(hidden), _f32(self.fc1.weight), _f32(self.fc1.bias))
-            u = F.linear(self.act(x), _f32(self.fc2.weight), _f32(self.fc2.bias))
-            return u[..., 0], F.softplus(u[..., 1:]) + self.eps
+        if torch.is_autocast_enabled(hidden.device.type):
+            # bf16-mixed would run these matmuls in bf16; the Beta sampler and the action
+            # log-probs need float32. (Checked first: the context costs time every token.)
+            with torch.autocast(hidden.device.type, enabled=False):
+                return self._forward(hidden)
+        return self._forward(hidden)
+
+    def _forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.linear(_f32(hidden), _f32(self.fc1.weight), _f32(self.fc1.bias))
+        u = F.linear(self.act.forward(x), _f32(self.fc2.weight), _f32(self.fc2.bias))
+        return u[..., 0], F.softplus(u[..., 1:]) + self.eps
 
 
 def sample_action(
