@@ -206,45 +206,48 @@ class FastDecoder:
         if self.key_bias is not None:
             self.key_bias = self.key_bias.index_select(0, rows)
 
-    def _rotate(self, x: Tensor, t: int) -> Tensor:
-        """RoPE of x [B, heads, D] at each row's t-th new position (x2 stands for -x2 in sin)."""
-        half = x.shape[-1] // 2
-        swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)
-        return x * self.cos[:, t] + swapped * self.signed_sin[:, t]
-
     @torch.no_grad()
     def step(self, token: Tensor, t: int) -> Tensor:
-        """Feed the t-th new token of every row ([B] long); return the next hidden [B, d]."""
+        """Feed the t-th new token of every row ([B] long); return the next hidden [B, d].
+
+        Written for few Python-level calls per layer (narrow/select rather than indexing,
+        one RoPE over q and k together), since at small sizes they cost as much as the math.
+        """
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         batch = token.shape[0]
-        pos = self.prompt_len + t
+        pos, span = self.prompt_len + t, self.prompt_len + t + 1
         group = heads // kv_heads
+        q_width, qk_width = heads * dim, (heads + kv_heads) * dim
+        # RoPE at each row's t-th new position; the sign of rotate-half lives in signed_sin.
+        cos, sin = self.cos.select(1, t), self.signed_sin.select(1, t)
+        bias = None if self.key_bias is None else self.key_bias.narrow(-1, 0, span)
         x = F.embedding(token, self.embed)
         for layer in self.layers:
             h = _rms(x, layer.ln1, self.eps)
             qkv = _project(h, layer.qkv)
             if layer.q_scale is not None:
-                qkv[:, : heads * dim] *= layer.q_scale
-            qk = qkv[:, : (heads + kv_heads) * dim].view(batch, heads + kv_heads, dim)
-            v = qkv[:, (heads + kv_heads) * dim :].view(batch, kv_heads, dim)
+                qkv.narrow(1, 0, q_width).mul_(layer.q_scale)
+            qk = qkv.narrow(1, 0, qk_width).view(batch, heads + kv_heads, dim)
+            v = qkv.narrow(1, qk_width, kv_heads * dim).view(batch, kv_heads, dim)
             if layer.q_norm is not None:
-                q, k = qk.split((heads, kv_heads), dim=1)
-                qk = torch.cat(
-                    (_rms(q, layer.q_norm, self.eps), _rms(k, layer.k_norm, self.eps)), 1
-                )
-            q, k = self._rotate(qk, t).split((heads, kv_heads), dim=1)
-            layer.keys[:, :, pos] = k
-            layer.values[:, :, pos] = v
-            keys = layer.keys[:, :, : pos + 1]
-            values = layer.values[:, :, : pos + 1]
+                q = _rms(qk.narrow(1, 0, heads), layer.q_norm, self.eps)
+                k = _rms(qk.narrow(1, heads, kv_heads), layer.k_norm, self.eps)
+                qk = torch.cat((q, k), 1)
+            qk = qk * cos + qk.roll(dim // 2, -1) * sin
+            layer.keys.select(2, pos).copy_(qk.narrow(1, heads, kv_heads))
+            layer.values.select(2, pos).copy_(v)
+            keys, values = layer.keys.narrow(2, 0, span), layer.values.narrow(2, 0, span)
             # Grouped-query attention without repeating K/V: [B, Hkv, G, D] x [B, Hkv, D, S].
-            scores = torch.matmul(q.view(batch, kv_heads, group, dim), keys.transpose(-1, -2))
-            if self.key_bias is not None:
-                scores = scores + self.key_bias[..., : pos + 1]
+            q = qk.narrow(1, 0, heads).view(batch, kv_heads, group, dim)
+            scores = torch.matmul(q, keys.transpose(-1, -2))
+            if bias is not None:
+                scores = scores + bias
             weights = torch.softmax(scores.float(), dim=-1).to(values.dtype)
-            attn = torch.matmul(weights, values).reshape(batch, heads * dim)
+            attn = torch.matmul(weights, values).reshape(batch, q_width)
             x = x + F.linear(attn, layer.w_o, layer.b_o)
             h = _rms(x, layer.ln2, self.eps)
-            gate, up = _project(h, layer.gate_up).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.w_down, layer.b_down)
+            gate_up = _project(h, layer.gate_up)
+            inner = gate_up.shape[-1] // 2
+            act = F.silu(gate_up.narrow(-1, 0, inner)) * gate_up.narrow(-1, inner, inner)
+            x = x + F.linear(act, layer.w_down, layer.b_down)
         return _rms(x, self.final_norm, self.eps)
