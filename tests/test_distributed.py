@@ -22,6 +22,7 @@ from tempo.sampling.rollout import Rollout
 from tempo.temperature.heuristic.entropy_target import EntropyTargetController
 from tempo.temperature.heuristic.two_level import TwoLevelTemperature
 from tempo.temperature.meta_policy import MetaPolicyTemperature
+from tests.temperature.test_meta_policy import project_bisection as sparsemax_ref
 
 WORLD = 2
 JOIN_TIMEOUT_S = 90
@@ -172,19 +173,6 @@ def ranks(tmp_path_factory) -> list[dict]:
 
 
 # ---------------------------------------------------------------- independent references
-def sparsemax_ref(z: list[float]) -> list[float]:
-    """Simplex projection: the tau with sum max(z - tau, 0) = 1, by bisection."""
-    lo, hi = max(z) - 1.0, max(z)
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if sum(max(v - mid, 0.0) for v in z) > 1:
-            lo = mid
-        else:
-            hi = mid
-    tau = (lo + hi) / 2
-    return [max(v - tau, 0.0) for v in z]
-
-
 def tampo_reference(alpha: float = 0.3) -> list[list[float]]:
     """Abar after each step on the whole batch: a_k = (1/B) sum_i w_k(i) A_i, B = 10."""
     ema, out = [0.0] * K, []
