@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
 
 from tempo.models.policy import decoder_body, position_ids_from_mask
 
@@ -82,8 +82,8 @@ class _Layer:
     b_down: Tensor | None
     q_norm: Tensor | None
     k_norm: Tensor | None
-    keys: Tensor  # [B, Hkv, S, D], preallocated for prompt + new tokens
-    values: Tensor
+    keys: Tensor | None = None  # [B, Hkv, S, D], preallocated for prompt + new tokens
+    values: Tensor | None = None
 
 
 def _fused_bias(*parts: torch.nn.Linear) -> Tensor | None:
@@ -127,26 +127,11 @@ class FastDecoder:
         self.embed = body.embed_tokens.weight
         self.final_norm = body.norm.weight
 
-        cache = DynamicCache(config=config)
         positions = position_ids_from_mask(prompt_mask)
-        out = body(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-        )
-        self.first_hidden = out.last_hidden_state[:, -1]
-
         total = prompt_len + max_new_tokens
         self.layers: list[_Layer] = []
-        for index, layer in enumerate(body.layers):
+        for layer in body.layers:
             attn, mlp = layer.self_attn, layer.mlp
-            keys, values = cache.layers[index].keys, cache.layers[index].values
-            shape = (batch, self.kv_heads, total, self.head_dim)
-            k_buf, v_buf = keys.new_empty(shape), values.new_empty(shape)
-            k_buf[:, :, :prompt_len] = keys
-            v_buf[:, :, :prompt_len] = values
             qkv = _projection([attn.q_proj, attn.k_proj, attn.v_proj], fuse)
             q_norm = attn.q_norm.weight if hasattr(attn, "q_norm") else None
             # The 1/sqrt(D) of the attention scores, folded into the query (RoPE is linear;
@@ -175,11 +160,9 @@ class FastDecoder:
                     b_down=mlp.down_proj.bias,
                     q_norm=q_norm,
                     k_norm=attn.k_norm.weight if hasattr(attn, "k_norm") else None,
-                    keys=k_buf,
-                    values=v_buf,
                 )
             )
-        del cache
+        self.first_hidden = self._prefill(body, prompt_ids, prompt_mask, positions, total)
 
         # Rotary tables for every new position of every row: [B, new, D] -> per step [B, 1, D].
         steps = torch.arange(max_new_tokens, device=prompt_ids.device)
@@ -192,9 +175,64 @@ class FastDecoder:
         self.key_bias: Tensor | None = None
         if not bool(prompt_mask.bool().all()):
             neg = torch.finfo(self.first_hidden.dtype).min
-            bias = torch.zeros(batch, total, dtype=self.first_hidden.dtype, device=keys.device)
+            bias = torch.zeros(
+                batch, total, dtype=self.first_hidden.dtype, device=prompt_ids.device
+            )
             bias[:, :prompt_len].masked_fill_(~prompt_mask.bool(), neg)
             self.key_bias = bias[:, None, None]  # [B, 1, 1, S]
+
+    def _prefill(
+        self,
+        body: torch.nn.Module,
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        positions: Tensor,
+        total: int,
+    ) -> Tensor:
+        """Encode the prompts with the same weights as `step`, filling the KV cache; returns
+        the last position's hidden state. Causal attention that skips left padding; a padding
+        query attends to itself (its output is never used, but must not be NaN)."""
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        batch, length = prompt_ids.shape
+        q_width, qk_width = heads * dim, (heads + kv_heads) * dim
+        x = F.embedding(prompt_ids, self.embed)
+        cos, sin = body.rotary_emb(x, positions)  # [B, P, D]
+        half = dim // 2
+        sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+        cos, sin = cos[:, :, None], sin[:, :, None]
+        idx = torch.arange(length, device=prompt_ids.device)
+        allowed = (idx[None, :] <= idx[:, None]) & prompt_mask.bool()[:, None, :]
+        allowed = (allowed | torch.eye(length, dtype=torch.bool, device=idx.device))[:, None]
+        for layer in self.layers:
+            h = _rms(x, layer.ln1, self.eps)
+            qkv = _project(h, layer.qkv)
+            if layer.q_scale is not None:
+                qkv[..., :q_width] *= layer.q_scale
+            qk = qkv[..., :qk_width].reshape(batch, length, heads + kv_heads, dim)
+            v = qkv[..., qk_width:].reshape(batch, length, kv_heads, dim)
+            if layer.q_norm is not None:
+                q = _rms(qk[:, :, :heads], layer.q_norm, self.eps)
+                k = _rms(qk[:, :, heads:], layer.k_norm, self.eps)
+                qk = torch.cat((q, k), 2)
+            qk = qk * cos + qk.roll(half, -1) * sin
+            q, k = qk[:, :, :heads].transpose(1, 2), qk[:, :, heads:].transpose(1, 2)
+            v = v.transpose(1, 2)
+            shape = (batch, kv_heads, total, dim)
+            layer.keys, layer.values = k.new_empty(shape), v.new_empty(shape)
+            layer.keys[:, :, :length] = k
+            layer.values[:, :, :length] = v
+            out = F.scaled_dot_product_attention(
+                q, k.to(q.dtype), v.to(q.dtype), attn_mask=allowed, scale=1.0, enable_gqa=True
+            )  # the 1/sqrt(D) is already in q
+            x = x + F.linear(
+                out.transpose(1, 2).reshape(batch, length, q_width), layer.w_o, layer.b_o
+            )
+            h = _rms(x, layer.ln2, self.eps)
+            gate_up = _project(h, layer.gate_up)
+            inner = gate_up.shape[-1] // 2
+            act = F.silu(gate_up[..., :inner]) * gate_up[..., inner:]
+            x = x + F.linear(act, layer.w_down, layer.b_down)
+        return _rms(x[:, -1], self.final_norm, self.eps)
 
     def keep(self, rows: Tensor) -> None:
         """Go on with only `rows` (indices into the current batch), e.g. those still decoding."""
