@@ -6,8 +6,8 @@ bookkeeping costs as much as the arithmetic on small models. This module runs th
 computation straight from the model's own parameters: q/k/v and gate/up fused into one matmul
 each (a snapshot of the weights taken when the decoder is built, i.e. once per rollout), a
 preallocated KV cache written in place, and attention over the filled prefix only. The prompt
-is still encoded by the model's own forward (once per rollout), whose keys and values seed the
-cache. Models it does not recognise fall back to the general path (`supports` says which).
+is encoded once per rollout by the same blocks (`_prefill`), which fill the cache. Models it
+does not recognise fall back to the general path (`supports` says which).
 """
 
 from __future__ import annotations
@@ -127,7 +127,6 @@ class FastDecoder:
         self.embed = body.embed_tokens.weight
         self.final_norm = body.norm.weight
 
-        positions = position_ids_from_mask(prompt_mask)
         total = prompt_len + max_new_tokens
         self.layers: list[_Layer] = []
         for layer in body.layers:
@@ -162,15 +161,18 @@ class FastDecoder:
                     k_norm=attn.k_norm.weight if hasattr(attn, "k_norm") else None,
                 )
             )
-        self.first_hidden = self._prefill(body, prompt_ids, prompt_mask, positions, total)
-
-        # Rotary tables for every new position of every row: [B, new, D] -> per step [B, 1, D].
-        steps = torch.arange(max_new_tokens, device=prompt_ids.device)
-        new_positions = positions[:, -1:] + 1 + steps
-        cos, sin = body.rotary_emb(self.first_hidden, new_positions)
+        # Rotary tables for every position of every row, prompt and new tokens: [B, S, 1, D]
+        # (the sign of rotate-half lives in signed_sin). Prompt positions skip left padding.
+        positions = position_ids_from_mask(prompt_mask)
+        steps = torch.arange(1, max_new_tokens + 1, device=prompt_ids.device)
+        positions = torch.cat([positions, positions[:, -1:] + steps], dim=1)
+        x = F.embedding(prompt_ids, self.embed)
+        cos, sin = body.rotary_emb(x, positions)
         half = self.head_dim // 2
         sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
         self.cos, self.signed_sin = cos[:, :, None], sin[:, :, None]
+        self.first_hidden = self._prefill(x, prompt_mask, total)
+
         # Additive key mask over the whole cache: prompt padding is never attended to.
         self.key_bias: Tensor | None = None
         if not bool(prompt_mask.bool().all()):
@@ -181,40 +183,44 @@ class FastDecoder:
             bias[:, :prompt_len].masked_fill_(~prompt_mask.bool(), neg)
             self.key_bias = bias[:, None, None]  # [B, 1, 1, S]
 
-    def _prefill(
-        self,
-        body: torch.nn.Module,
-        prompt_ids: Tensor,
-        prompt_mask: Tensor,
-        positions: Tensor,
-        total: int,
-    ) -> Tensor:
-        """Encode the prompts with the same weights as `step`, filling the KV cache; returns
-        the last position's hidden state. Causal attention that skips left padding; a padding
-        query attends to itself (its output is never used, but must not be NaN)."""
+    def _attention_input(
+        self, x: Tensor, layer: _Layer, cos: Tensor, sin: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The pre-norm attention inputs of residual stream x [..., d]: q and k after RoPE
+        stacked [..., H + Hkv, D] (q first, already scaled by 1/sqrt(D)), and v [..., Hkv, D]."""
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
-        batch, length = prompt_ids.shape
-        q_width, qk_width = heads * dim, (heads + kv_heads) * dim
-        x = F.embedding(prompt_ids, self.embed)
-        cos, sin = body.rotary_emb(x, positions)  # [B, P, D]
-        half = dim // 2
-        sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
-        cos, sin = cos[:, :, None], sin[:, :, None]
-        idx = torch.arange(length, device=prompt_ids.device)
+        lead, qk_width = x.shape[:-1], (heads + kv_heads) * dim
+        qkv = _project(_rms(x, layer.ln1, self.eps), layer.qkv)
+        if layer.q_scale is not None:
+            qkv.narrow(-1, 0, heads * dim).mul_(layer.q_scale)
+        qk = qkv.narrow(-1, 0, qk_width).view(*lead, heads + kv_heads, dim)
+        v = qkv.narrow(-1, qk_width, kv_heads * dim).view(*lead, kv_heads, dim)
+        if layer.q_norm is not None:
+            q = _rms(qk.narrow(-2, 0, heads), layer.q_norm, self.eps)
+            k = _rms(qk.narrow(-2, heads, kv_heads), layer.k_norm, self.eps)
+            qk = torch.cat((q, k), -2)
+        return qk * cos + qk.roll(dim // 2, -1) * sin, v
+
+    def _mlp(self, x: Tensor, layer: _Layer) -> Tensor:
+        """x plus the layer's pre-norm SwiGLU block of x."""
+        gate_up = _project(_rms(x, layer.ln2, self.eps), layer.gate_up)
+        inner = gate_up.shape[-1] // 2
+        act = F.silu(gate_up.narrow(-1, 0, inner)) * gate_up.narrow(-1, inner, inner)
+        return x + F.linear(act, layer.w_down, layer.b_down)
+
+    def _prefill(self, x: Tensor, prompt_mask: Tensor, total: int) -> Tensor:
+        """Encode the prompt embeddings x [B, P, d] with the same blocks as `step`, filling
+        the KV cache; returns the last position's hidden state. Causal attention that skips
+        left padding; a padding query attends to itself (its output is never used, but must
+        not be NaN)."""
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        batch, length = prompt_mask.shape
+        cos, sin = self.cos[:, :length], self.signed_sin[:, :length]
+        idx = torch.arange(length, device=x.device)
         allowed = (idx[None, :] <= idx[:, None]) & prompt_mask.bool()[:, None, :]
-        allowed = (allowed | torch.eye(length, dtype=torch.bool, device=idx.device))[:, None]
+        allowed = (allowed | torch.eye(length, dtype=torch.bool, device=x.device))[:, None]
         for layer in self.layers:
-            h = _rms(x, layer.ln1, self.eps)
-            qkv = _project(h, layer.qkv)
-            if layer.q_scale is not None:
-                qkv[..., :q_width] *= layer.q_scale
-            qk = qkv[..., :qk_width].reshape(batch, length, heads + kv_heads, dim)
-            v = qkv[..., qk_width:].reshape(batch, length, kv_heads, dim)
-            if layer.q_norm is not None:
-                q = _rms(qk[:, :, :heads], layer.q_norm, self.eps)
-                k = _rms(qk[:, :, heads:], layer.k_norm, self.eps)
-                qk = torch.cat((q, k), 2)
-            qk = qk * cos + qk.roll(half, -1) * sin
+            qk, v = self._attention_input(x, layer, cos, sin)
             q, k = qk[:, :, :heads].transpose(1, 2), qk[:, :, heads:].transpose(1, 2)
             v = v.transpose(1, 2)
             shape = (batch, kv_heads, total, dim)
@@ -224,14 +230,8 @@ class FastDecoder:
             out = F.scaled_dot_product_attention(
                 q, k.to(q.dtype), v.to(q.dtype), attn_mask=allowed, scale=1.0, enable_gqa=True
             )  # the 1/sqrt(D) is already in q
-            x = x + F.linear(
-                out.transpose(1, 2).reshape(batch, length, q_width), layer.w_o, layer.b_o
-            )
-            h = _rms(x, layer.ln2, self.eps)
-            gate_up = _project(h, layer.gate_up)
-            inner = gate_up.shape[-1] // 2
-            act = F.silu(gate_up[..., :inner]) * gate_up[..., inner:]
-            x = x + F.linear(act, layer.w_down, layer.b_down)
+            out = out.transpose(1, 2).reshape(batch, length, heads * dim)
+            x = self._mlp(x + F.linear(out, layer.w_o, layer.b_o), layer)
         return _rms(x[:, -1], self.final_norm, self.eps)
 
     def keep(self, rows: Tensor) -> None:
@@ -254,38 +254,20 @@ class FastDecoder:
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         batch = token.shape[0]
         pos, span = self.prompt_len + t, self.prompt_len + t + 1
-        group = heads // kv_heads
-        q_width, qk_width = heads * dim, (heads + kv_heads) * dim
-        # RoPE at each row's t-th new position; the sign of rotate-half lives in signed_sin.
-        cos, sin = self.cos.select(1, t), self.signed_sin.select(1, t)
+        cos, sin = self.cos.select(1, pos), self.signed_sin.select(1, pos)
         bias = None if self.key_bias is None else self.key_bias.narrow(-1, 0, span)
         x = F.embedding(token, self.embed)
         for layer in self.layers:
-            h = _rms(x, layer.ln1, self.eps)
-            qkv = _project(h, layer.qkv)
-            if layer.q_scale is not None:
-                qkv.narrow(1, 0, q_width).mul_(layer.q_scale)
-            qk = qkv.narrow(1, 0, qk_width).view(batch, heads + kv_heads, dim)
-            v = qkv.narrow(1, qk_width, kv_heads * dim).view(batch, kv_heads, dim)
-            if layer.q_norm is not None:
-                q = _rms(qk.narrow(1, 0, heads), layer.q_norm, self.eps)
-                k = _rms(qk.narrow(1, heads, kv_heads), layer.k_norm, self.eps)
-                qk = torch.cat((q, k), 1)
-            qk = qk * cos + qk.roll(dim // 2, -1) * sin
+            qk, v = self._attention_input(x, layer, cos, sin)
             layer.keys.select(2, pos).copy_(qk.narrow(1, heads, kv_heads))
             layer.values.select(2, pos).copy_(v)
             keys, values = layer.keys.narrow(2, 0, span), layer.values.narrow(2, 0, span)
             # Grouped-query attention without repeating K/V: [B, Hkv, G, D] x [B, Hkv, D, S].
-            q = qk.narrow(1, 0, heads).view(batch, kv_heads, group, dim)
+            q = qk.narrow(1, 0, heads).view(batch, kv_heads, heads // kv_heads, dim)
             scores = torch.matmul(q, keys.transpose(-1, -2))
             if bias is not None:
                 scores = scores + bias
             weights = torch.softmax(scores.float(), dim=-1).to(values.dtype)
-            attn = torch.matmul(weights, values).reshape(batch, q_width)
-            x = x + F.linear(attn, layer.w_o, layer.b_o)
-            h = _rms(x, layer.ln2, self.eps)
-            gate_up = _project(h, layer.gate_up)
-            inner = gate_up.shape[-1] // 2
-            act = F.silu(gate_up.narrow(-1, 0, inner)) * gate_up.narrow(-1, inner, inner)
-            x = x + F.linear(act, layer.w_down, layer.b_down)
+            attn = torch.matmul(weights, values).reshape(batch, heads * dim)
+            x = self._mlp(x + F.linear(attn, layer.w_o, layer.b_o), layer)
         return _rms(x, self.final_norm, self.eps)
