@@ -97,11 +97,16 @@ class RLVRModule(L.LightningModule):
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
         if self.generator is None or self.generator.device != self.device:
-            # Each DDP rank samples from its own stream (rank 0 from the single-process one).
-            seed = self.seed + self.global_rank * RANK_SEED_STRIDE
-            self.generator = torch.Generator(device=self.device).manual_seed(seed)
-            if self.global_rank > 0:  # controllers drawing from torch's RNG (the head)
-                torch.manual_seed(seed)
+            self.generator = torch.Generator(device=self.device)
+            self._seed_streams(self.seed)
+
+    def _seed_streams(self, seed: int) -> None:
+        """Seed the sampler's stream: each DDP rank its own (rank 0 the single-process one),
+        and on ranks > 0 also torch's global stream, which controllers draw from (the head)."""
+        seed += self.global_rank * RANK_SEED_STRIDE
+        self.generator.manual_seed(seed)
+        if self.global_rank > 0:
+            torch.manual_seed(seed)
 
     def on_fit_start(self) -> None:
         prestart = getattr(self.scorer, "prestart", None)
@@ -582,11 +587,8 @@ class RLVRModule(L.LightningModule):
         if self._trainer is not None and self.global_rank > 0:
             # Checkpoints hold rank 0's streams; other ranks go on from fresh streams of their
             # own (valid sampling, but not the uninterrupted run's draws on those ranks).
-            seed = (
-                self.seed + self.global_rank * RANK_SEED_STRIDE + checkpoint.get("global_step", 0)
-            )
-            self.generator.manual_seed(seed)
-            torch.manual_seed(seed)
+            self.setup("fit")
+            self._seed_streams(self.seed + checkpoint.get("global_step", 0))
         if "tempo_cuda_rng" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["tempo_cuda_rng"])
         self.last_eval_step = checkpoint.get("tempo_last_eval_step", self.last_eval_step)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from tempo.config_error import ConfigError
 from tempo.rewards.scorer import RewardScorer
-from tempo.sampling.sampler import DECODERS
+from tempo.sampling.sampler import check_decoding_options
 
 
 def _positive_int(key: str, value: object, minimum: int = 1) -> None:
@@ -34,13 +34,7 @@ class RolloutConfig:
         _positive_int("prompts_per_step", self.prompts_per_step)
         _positive_int("max_new_tokens", self.max_new_tokens)
         _positive_int("check_every", self.check_every)
-        if self.decoder not in DECODERS:
-            raise ConfigError("decoder", self.decoder, f"one of {', '.join(DECODERS)}")
-        fraction = self.compact_below
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-            raise ConfigError("compact_below", fraction, "a fraction in [0, 1]")
-        if not 0.0 <= fraction <= 1.0:
-            raise ConfigError("compact_below", fraction, "a fraction in [0, 1]")
+        check_decoding_options(self.decoder, self.compact_below)
 
 
 @dataclass

@@ -45,6 +45,17 @@ def exponential_race(probs: Tensor, generator: torch.Generator | None) -> Tensor
     return (probs / race).argmax(-1)
 
 
+def check_decoding_options(decoder: object, compact_below: object) -> None:
+    """One-line errors for the sampler's options (also run when the run config is built)."""
+    if decoder not in DECODERS:
+        raise ConfigError("decoder", decoder, f"one of {', '.join(DECODERS)}")
+    fraction = compact_below
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise ConfigError("compact_below", fraction, "a fraction in [0, 1]")
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError("compact_below", fraction, "a fraction in [0, 1]")
+
+
 def _supports_4d_mask(model: PreTrainedModel) -> bool:
     return getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager")
 
@@ -164,16 +175,13 @@ class Sampler:
     ) -> None:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
-        if decoder not in DECODERS:
-            raise ConfigError("decoder", decoder, f"one of {', '.join(DECODERS)}")
+        check_decoding_options(decoder, compact_below)
         self.max_new_tokens = max_new_tokens
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
         self.check_every = max(1, check_every)
         self.static_cache = static_cache
         self.decoder = decoder
-        if not 0.0 <= compact_below <= 1.0:
-            raise ConfigError("compact_below", compact_below, "a fraction in [0, 1]")
         self.compact_below = compact_below
 
     def _steps(
