@@ -1,4 +1,6 @@
-"""Math-Verify equivalence check between an extracted answer and a gold answer.
+"""Math-Verify checks: an extracted answer against a gold answer (`answers_equivalent`), and a
+whole completion with Math-Verify's own answer extraction (`verify_completion`,
+`extract_answer`: ``reward.extraction=math_verify``).
 
 Runs inside the verifier worker processes (see ``verifier.py``). Math-Verify's own timeouts
 use ``signal.alarm``, which only works on a process's main thread, so they are disabled here
@@ -79,3 +81,47 @@ def answers_equivalent(pred: str, gold: str) -> bool:
     if not pred_parsed:
         return False
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None, raise_on_error=True))
+
+
+def _answer_text(parsed: list) -> str | None:
+    """The extracted text of a ``parse`` result: its string fallback, else the parsed value."""
+    if not parsed:
+        return None
+    last = parsed[-1]
+    return last if isinstance(last, str) else str(parsed[0])
+
+
+def _parse_completion(completion: str) -> list:
+    # Math-Verify's default extraction configs (LaTeX, then plain expressions), rightmost first.
+    return parse(completion, parsing_timeout=None, raise_on_error=True)
+
+
+def extract_answer(completion: str) -> str | None:
+    """Math-Verify's own extraction of the final answer anywhere in ``completion`` (the last
+    LaTeX or plain expression it can read), as text; None if it finds none."""
+    return _answer_text(_parse_completion(completion))
+
+
+def verify_completion(
+    completion: str, gold: str, max_answer_chars: int | None = None
+) -> tuple[bool | None, str | None]:
+    """(correct?, extracted answer) for a whole completion, the way TRL's accuracy reward
+    checks it: ``parse(completion)`` with Math-Verify's default extraction, the gold parsed as
+    in `answers_equivalent`, then ``verify(gold, pred)``.
+
+    The verdict is None (not checked) when the extracted answer is longer than
+    ``max_answer_chars``; it is False when nothing is extracted or the gold does not parse.
+    No timeout: call this through ``VerifierPool.verify`` unless the inputs are trusted.
+    """
+    pred_parsed = _parse_completion(completion)
+    answer = _answer_text(pred_parsed)
+    if answer is None:
+        return False, None
+    if max_answer_chars is not None and len(answer) > max_answer_chars:
+        return None, answer
+    gold = gold.strip()
+    gold_parsed = _parse_gold(gold) if gold else []
+    if not gold_parsed:
+        return False, answer
+    verdict = verify(gold_parsed, pred_parsed, timeout_seconds=None, raise_on_error=True)
+    return bool(verdict), answer

@@ -20,15 +20,19 @@ def shared_pool() -> VerifierPool:
         return _shared_pool
 
 
-def math_reward(completion: str, gold: str, timeout: float = 5.0) -> float:
-    """1.0 if the completion's last ``\\boxed{}`` answer is equivalent to ``gold``, else 0.0.
+def math_reward(
+    completion: str, gold: str, timeout: float = 5.0, extraction: str = "boxed"
+) -> float:
+    """1.0 if the completion's final answer is equivalent to ``gold``, else 0.0.
 
-    An answer equal to ``gold`` after stripping whitespace scores 1.0 without Math-Verify;
-    otherwise the check runs in the shared worker pool under a ``timeout``-second limit
-    (overrun, Math-Verify error or no boxed answer all score 0.0). For batches, call
-    ``VerifierPool.score`` directly.
+    ``extraction="boxed"`` (default) reads the last closed ``\\boxed{}`` only; an answer equal
+    to ``gold`` after stripping whitespace scores 1.0 without Math-Verify. ``"math_verify"``
+    lets Math-Verify extract the last LaTeX or plain expression from the whole completion
+    (``"The answer is $\\frac{1}{2}$"``, ``"x = 3"``), as TRL's accuracy reward does. The check
+    runs in the shared worker pool under a ``timeout``-second limit (overrun, Math-Verify
+    error or no answer all score 0.0). For batches, call ``VerifierPool.verify`` directly.
     """
-    return shared_pool().score([completion], [gold], timeout=timeout)[0]
+    return shared_pool().verify([completion], [gold], extraction, timeout=timeout)[0][0]
 
 
 def format_reward(completion: str) -> float:

@@ -1,10 +1,18 @@
-"""A persistent pool of worker processes that runs Math-Verify under a wall-clock timeout.
+"""A persistent pool of worker processes that runs checks and reward functions under a timeout.
 
-Why processes: Math-Verify can take unbounded time (sympy on adversarial answers), and its
-own signal-based timeout only works on the main thread. Each worker is a ``spawn``-ed process
-(never ``fork``: the trainer runs torch threads) that answers one item at a time over a pipe;
-the parent waits with a deadline and, when a worker overruns, kills it, starts a fresh one,
-and scores that item 0.0. Every wait in this module has a deadline, so ``score`` never hangs.
+Why processes: Math-Verify can take unbounded time (sympy on adversarial answers), its own
+signal-based timeout only works on the main thread, and a user's reward function may hang,
+crash or eat memory. Each worker is a ``spawn``-ed process (never ``fork``: the trainer runs
+torch threads) that answers one item at a time over a pipe; the parent waits with a deadline
+and, when a worker overruns, kills it, starts a fresh one, and scores that item 0.0. Every wait
+in this module has a deadline, so no call hangs.
+
+The worker protocol: an item is ``(target, args)``. ``target`` is an import path
+(``"pkg.mod:func"`` or ``"pkg.mod.func"``, resolved and cached inside the worker), a picklable
+callable, or None for the pool's own check (Math-Verify equivalence, or a task's check), whose
+reply is read as a bool. ``args`` is a tuple (positional) or a dict (keyword arguments). The
+reply is any picklable value. `VerifierPool.run` runs a list of such `Job`s and returns one
+`Outcome` per job; `score` / `score_answers` / `verify` are the answer checks built on it.
 
 Hostile answers are bounded in three ways: an answer longer than ``max_answer_chars`` is scored
 0.0 without a worker (never pickled across the pipe); a worker overrunning its deadline is
@@ -17,6 +25,7 @@ some internally; those score 0.0 as "not equivalent").
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing as mp
 import os
@@ -30,6 +39,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
 
 from tempo.rewards.boxed import extract_boxed
 
@@ -45,6 +56,44 @@ _READY = "ready"
 _JOIN_S = 2.0
 _MEMORY_ERROR = "MemoryError"
 _PREVIEW_CHARS = 80
+#: Worker-side Math-Verify entry points (tempo/rewards/equivalence.py).
+VERIFY_COMPLETION = "tempo.rewards.equivalence:verify_completion"
+EXTRACT_ANSWER = "tempo.rewards.equivalence:extract_answer"
+EXTRACTIONS = ("boxed", "math_verify")
+
+
+def resolve_target(path: str) -> Any:
+    """The object an import path names: ``"pkg.mod:attr.sub"`` or ``"pkg.mod.attr"``.
+
+    The dotted form imports the longest prefix that is a module, then reads the rest as
+    attributes. An ImportError raised *inside* an existing module (its own broken import)
+    propagates as is; a path naming no module raises ImportError, a missing attribute
+    AttributeError.
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise ImportError(f"not an import path: {path!r}")
+    if ":" in path:
+        module_name, _, attrs = path.partition(":")
+        return _attributes(importlib.import_module(module_name), attrs.split("."), path)
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        name = ".".join(parts[:cut])
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name and (name == err.name or name.startswith(err.name + ".")):
+                continue  # this prefix is not a module: try a shorter one
+            raise  # the module exists, an import inside it failed
+        return _attributes(module, parts[cut:], path)
+    raise ImportError(f"no importable module in {path!r} (expected pkg.module.function)")
+
+
+def _attributes(obj: Any, names: list[str], path: str) -> Any:
+    for name in names:
+        if not hasattr(obj, name):
+            raise AttributeError(f"{path!r}: {getattr(obj, '__name__', obj)!s} has no {name!r}")
+        obj = getattr(obj, name)
+    return obj
 
 
 def _limit_memory(headroom_mb: int | None) -> None:
@@ -72,15 +121,27 @@ def _limit_memory(headroom_mb: int | None) -> None:
         pass
 
 
-def _worker_main(conn: Connection, target: Target | None, memory_limit_mb: int | None) -> None:
-    """Worker loop: signal readiness, then answer ``(pred, gold)`` items until told to stop."""
+def _worker_main(
+    conn: Connection,
+    check: Target | None,
+    memory_limit_mb: int | None,
+    preload: tuple[str, ...] = (),
+) -> None:
+    """Worker loop: resolve ``preload``, signal readiness, then answer ``(target, args)`` items
+    until told to stop (``None``) or the parent goes away."""
     # Ctrl-C reaches the whole process group; let the parent decide what to do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if target is None:
+    if check is None:
         from tempo.rewards.equivalence import answers_equivalent
 
-        target = answers_equivalent
+        check = answers_equivalent
         answers_equivalent("1", "1")  # warm up sympy/antlr before reporting ready
+    resolved: dict[str, Any] = {}
+    for path in preload:  # imports (e.g. a reward function's module) happen before the clock
+        try:
+            resolved[path] = resolve_target(path)
+        except Exception:  # reported by the item that uses it, not at start-up
+            pass
     _limit_memory(memory_limit_mb)
     conn.send((_READY, None))
     while True:
@@ -90,19 +151,32 @@ def _worker_main(conn: Connection, target: Target | None, memory_limit_mb: int |
             return  # parent went away
         if message is None:
             return
-        pred, gold = message
+        target, args = message
         try:
-            reply = ("ok", bool(target(pred, gold)))
-        except Exception as exc:  # any Math-Verify failure (MemoryError included) is scored 0.0
+            if target is None:
+                value: Any = bool(check(*args))
+            else:
+                fn = resolved.get(target) if isinstance(target, str) else target
+                if fn is None:
+                    fn = resolved[target] = resolve_target(target)
+                value = fn(**args) if isinstance(args, dict) else fn(*args)
+            reply: tuple[str, Any] = ("ok", value)
+        except Exception as exc:  # any failure (MemoryError included) is scored 0.0
             # Only the type name: str() of some sympy objects can itself hang.
             reply = ("err", type(exc).__name__)
-        conn.send(reply)
+        try:
+            payload = ForkingPickler.dumps(reply)
+        except Exception:
+            payload = ForkingPickler.dumps(("err", "UnpicklableResult"))
+        conn.send_bytes(payload)
 
 
-def _preview(text: str) -> str:
-    """A short, printable rendering of an answer for a log line."""
-    shown = repr(text[:_PREVIEW_CHARS])
-    return shown + f"... ({len(text)} chars)" if len(text) > _PREVIEW_CHARS else shown
+def _preview(text: str, tail: bool = False) -> str:
+    """A short, printable rendering of an answer (or a completion's end) for a log line."""
+    if len(text) <= _PREVIEW_CHARS:
+        return repr(text)
+    shown = repr(text[-_PREVIEW_CHARS:]) if tail else repr(text[:_PREVIEW_CHARS])
+    return ("..." + shown if tail else shown + "...") + f" ({len(text)} chars)"
 
 
 def _standard_start_method() -> None:
@@ -124,6 +198,47 @@ def _shortcut(pred: str, ref: str) -> float | None:
     if _INTEGER.fullmatch(pred) and _INTEGER.fullmatch(ref):
         return float(int(pred) == int(ref))
     return None
+
+
+@dataclass
+class Tally:
+    """Counters of the jobs charged to it: items sent to a worker, timeouts, errors (an
+    exception, a MemoryError past the limit, a worker dying, an unpicklable item or reply),
+    the longest time one item held a worker (seconds), and the last error's name."""
+
+    calls: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    max_latency: float = 0.0
+    last_error: str | None = None
+
+
+@dataclass
+class Job:
+    """One item for the workers: ``target(*args)`` or ``target(**args)`` under ``timeout``."""
+
+    target: str | Callable[..., Any] | None  # import path, picklable callable, None = the check
+    args: tuple | dict  # positional (tuple) or keyword (dict) arguments
+    timeout: float | None = None  # wall-clock seconds; None = the pool's timeout
+    tally: Tally | None = None  # where its counts go; None = the pool's own (the verifier's)
+    preview: str | None = None  # shown in the timeout warning; None = no warning (caller reports)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one job: ``status`` ok (``value`` is the reply), error (``error`` is the
+    exception's type name, ``WorkerDied``, ``PicklingError``...) or timeout."""
+
+    status: str  # "ok" | "error" | "timeout"
+    value: Any = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+_NOT_RUN = Outcome("error", error="NotRun")
 
 
 @dataclass(eq=False)
@@ -156,15 +271,16 @@ def _stop_all(workers: list[_Worker]) -> None:
 
 
 class VerifierPool:
-    """Scores completions against gold answers with Math-Verify in timed-out worker processes.
+    """Runs answer checks (Math-Verify by default) and other jobs in timed-out worker processes.
 
     Workers start lazily on first need and are stopped by ``close()``, on garbage collection,
-    or at interpreter exit. Counters for logging: ``calls`` (items sent to a worker),
-    ``timeouts`` (each also logged as a warning), ``errors`` (Math-Verify exceptions, a
-    ``MemoryError`` past the memory limit, or a worker dying mid-item), ``fast_path`` (items
-    scored by the shortcuts without a worker) and ``rejected`` (answers longer than
-    ``max_answer_chars``, scored 0.0 without a worker); ``max_latency`` is the longest any
-    item has held a worker (seconds, from send to answer or kill).
+    or at interpreter exit. Counters of the answer checks, for logging: ``calls`` (items sent
+    to a worker), ``timeouts`` (each also logged as a warning), ``errors`` (Math-Verify
+    exceptions, a ``MemoryError`` past the memory limit, or a worker dying mid-item),
+    ``fast_path`` (items scored by the shortcuts without a worker) and ``rejected`` (answers
+    longer than ``max_answer_chars``, scored 0.0 without a worker); ``max_latency`` is the
+    longest any check has held a worker (seconds, from send to answer or kill). Jobs given to
+    `run` with their own `Tally` are counted there instead.
 
     ``target`` replaces the Math-Verify check with another picklable top-level function of
     ``(pred, gold) -> bool`` (a task's own answer check, or a test double); ``shortcuts``
@@ -174,7 +290,8 @@ class VerifierPool:
     real final answer is that long, and Math-Verify's time grows with the length.
     ``memory_limit_mb`` (default 2048; None or 0 = none) is how far a worker's address space
     may grow past its size after start-up; an item that needs more ends in a MemoryError,
-    scores 0.0 and retires the worker. Calls from
+    scores 0.0 and retires the worker. ``preload``: import paths each worker resolves before
+    it reports ready (e.g. reward functions), so their import is not timed. Calls from
     several threads are serialised by a lock. Workers are spawned, so they import the
     parent's ``__main__`` module (guard scripts with ``if __name__ == "__main__"``): start-up
     is ~0.7 s, ~2.5 s if it imports torch.
@@ -190,6 +307,7 @@ class VerifierPool:
         shortcuts: bool = True,
         max_answer_chars: int | None = 1000,
         memory_limit_mb: int | None = 2048,
+        preload: Sequence[str] = (),
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
@@ -202,17 +320,14 @@ class VerifierPool:
         self.timeout = float(timeout)
         self.workers = int(workers)
         self.startup_timeout = float(startup_timeout)
-        self.calls = 0
-        self.timeouts = 0
-        self.errors = 0
+        self.tally = Tally()
         self.fast_path = 0
         self.rejected = 0
-        self.max_latency = 0.0
-        self.last_error: str | None = None
         self._target = target
         self.shortcuts = shortcuts
         self.max_answer_chars = None if max_answer_chars is None else int(max_answer_chars)
         self.memory_limit_mb = int(memory_limit_mb) if memory_limit_mb else None
+        self.preload = tuple(dict.fromkeys(preload))
         _standard_start_method()
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()
@@ -220,6 +335,13 @@ class VerifierPool:
         self._closed = False
         self._live: list[_Worker] = []
         self._finalizer = weakref.finalize(self, _stop_all, self._live)
+
+    # The answer checks' counters (see the class docstring).
+    calls = property(lambda self: self.tally.calls)
+    timeouts = property(lambda self: self.tally.timeouts)
+    errors = property(lambda self: self.tally.errors)
+    max_latency = property(lambda self: self.tally.max_latency)
+    last_error = property(lambda self: self.tally.last_error)
 
     # ----------------------------------------------------------------- public API
 
@@ -248,9 +370,9 @@ class VerifierPool:
             raise ValueError(f"got {len(answers)} answers but {len(golds)} golds")
         scores = [0.0] * len(answers)
         todo: list[int] = []
-        items: list[tuple[str, str]] = []
+        jobs: list[Job] = []
         for i, (answer, gold) in enumerate(zip(answers, golds, strict=True)):
-            if answer is None:
+            if not isinstance(answer, str) or not isinstance(gold, str):
                 continue
             pred, ref = answer.strip(), gold.strip()
             if not pred or not ref:
@@ -264,13 +386,80 @@ class VerifierPool:
                 self.rejected += 1
                 continue
             todo.append(i)
-            items.append((pred, ref))
-        if items:
-            with self._lock:
-                results = self._run(items, self.timeout if timeout is None else float(timeout))
-            for i, result in zip(todo, results, strict=True):
-                scores[i] = result
+            jobs.append(Job(None, (pred, ref), timeout, preview=_preview(pred)))
+        if jobs:
+            for i, outcome in zip(todo, self.run(jobs), strict=True):
+                scores[i] = 1.0 if outcome.ok and outcome.value else 0.0
         return scores
+
+    def verify(
+        self,
+        completions: Sequence[str],
+        golds: Sequence[str],
+        extraction: str = "boxed",
+        timeout: float | None = None,
+    ) -> tuple[list[float], list[str | None]]:
+        """(1.0/0.0 per completion, its extracted answer or None), by ``extraction``.
+
+        ``boxed``: the last closed ``\\boxed{}`` (extracted here), checked as in
+        `score_answers`. ``math_verify``: Math-Verify's own extraction of the last LaTeX or
+        plain expression anywhere in the completion, done in the worker with the check (the
+        pool's Math-Verify check: one item per completion; a task's own check: Math-Verify
+        extracts the answer string in a first pass, the check judges it in a second). An
+        extracted answer longer than ``max_answer_chars`` scores 0.0 unchecked (``rejected``).
+        """
+        if len(completions) != len(golds):
+            raise ValueError(f"got {len(completions)} completions but {len(golds)} golds")
+        if extraction not in EXTRACTIONS:
+            raise ValueError(f"extraction must be one of {', '.join(EXTRACTIONS)}: {extraction!r}")
+        if extraction == "boxed":
+            answers = [extract_boxed(c) for c in completions]
+            return self.score_answers(answers, golds, timeout), answers
+        rows = [i for i, c in enumerate(completions) if isinstance(c, str) and c.strip()]
+        if self._target is not None:
+            jobs = [
+                Job(EXTRACT_ANSWER, (completions[i],), timeout, preview=_preview(completions[i]))
+                for i in rows
+            ]
+            answers: list[str | None] = [None] * len(completions)
+            for i, outcome in zip(rows, self.run(jobs) if jobs else [], strict=True):
+                if outcome.ok and isinstance(outcome.value, str):
+                    answers[i] = outcome.value
+            return self.score_answers(answers, golds, timeout), answers
+        scores = [0.0] * len(completions)
+        answers = [None] * len(completions)
+        cap = self.max_answer_chars
+        jobs = [
+            Job(
+                VERIFY_COMPLETION,
+                (completions[i], golds[i] if isinstance(golds[i], str) else "", cap),
+                timeout,
+                preview=_preview(completions[i], tail=True),
+            )
+            for i in rows
+        ]
+        for i, outcome in zip(rows, self.run(jobs) if jobs else [], strict=True):
+            if not outcome.ok:
+                continue
+            verdict, answer = outcome.value
+            answers[i] = answer
+            if answer is not None and verdict is None:
+                self.rejected += 1
+            scores[i] = 1.0 if verdict else 0.0
+        return scores, answers
+
+    def run(self, jobs: Sequence[Job]) -> list[Outcome]:
+        """Run ``jobs`` on the workers (in parallel up to ``workers``); one `Outcome` each.
+
+        Never raises for what a job does: an exception, a timeout, a memory blow-up or a dead
+        worker is that job's outcome, charged to its tally (a timeout kills and replaces the
+        worker). Raises only if the pool is closed or a worker cannot start.
+        """
+        for job in jobs:
+            if job.timeout is not None and not job.timeout > 0:
+                raise ValueError(f"job timeout must be > 0, got {job.timeout}")
+        with self._lock:
+            return self._run(list(jobs))
 
     def prestart(self) -> None:
         """Start the workers now, without waiting for them: their start-up (a process and
@@ -297,8 +486,11 @@ class VerifierPool:
 
     # ----------------------------------------------------------------- internals
 
-    def _run(self, items: list[tuple[str, str]], timeout: float) -> list[float]:
-        """Score ``items`` on the workers: dispatch, wait with deadlines, replace on overrun."""
+    def _tally(self, job: Job) -> Tally:
+        return self.tally if job.tally is None else job.tally
+
+    def _run(self, jobs: list[Job]) -> list[Outcome]:
+        """Run ``jobs`` on the workers: dispatch, wait with deadlines, replace on overrun."""
         if self._closed:
             raise RuntimeError("VerifierPool is closed")
         if os.getpid() != self._pid:
@@ -307,15 +499,15 @@ class VerifierPool:
             self._live = []
             self._finalizer = weakref.finalize(self, _stop_all, self._live)
             self._pid = os.getpid()
-        results = [0.0] * len(items)
-        pending = deque(range(len(items)))
+        results: list[Outcome | None] = [None] * len(jobs)
+        pending = deque(range(len(jobs)))
         retried: set[int] = set()
         try:
             while True:
-                self._dispatch(pending, items, timeout, retried)
+                self._dispatch(pending, jobs, results, retried)
                 busy = [w for w in self._live if w.state == "busy"]
                 if not pending and not busy:
-                    return results
+                    return [_NOT_RUN if r is None else r for r in results]
                 waiting = [w for w in self._live if w.state != "idle"]
                 if not waiting:  # defensive: nothing to wait for, dispatch again
                     continue
@@ -323,11 +515,11 @@ class VerifierPool:
                 ready = wait([w.conn for w in waiting], max(0.0, delay))
                 for worker in waiting:
                     if worker.conn in ready:
-                        self._receive(worker, results)
+                        self._receive(worker, jobs, results)
                 now = time.monotonic()
                 for worker in list(self._live):
                     if worker.state != "idle" and worker.deadline <= now:
-                        self._expire(worker, items, timeout)
+                        self._expire(worker, jobs, results)
         finally:
             # On an exception (e.g. KeyboardInterrupt) a busy worker's late answer must not
             # be read by the next call as if it were for a new item.
@@ -337,31 +529,36 @@ class VerifierPool:
     def _dispatch(
         self,
         pending: deque[int],
-        items: list[tuple[str, str]],
-        timeout: float,
+        jobs: list[Job],
+        results: list[Outcome | None],
         retried: set[int],
     ) -> None:
-        """Hand pending items to idle workers; start workers (up to the cap) for the rest."""
+        """Hand pending jobs to idle workers; start workers (up to the cap) for the rest."""
         for worker in list(self._live):
-            if not pending:
-                return
-            if worker.state == "idle":
+            while pending and worker.state == "idle":
                 index = pending.popleft()
+                job = jobs[index]
                 try:
-                    worker.conn.send(items[index])
+                    payload = ForkingPickler.dumps((job.target, job.args))
+                except Exception as exc:  # e.g. an unpicklable callable or argument
+                    self._error(index, jobs, results, type(exc).__name__)
+                    continue  # nothing was sent: the worker takes the next job
+                try:
+                    worker.conn.send_bytes(payload)
                 except (OSError, ValueError):
                     # The worker died while idle (e.g. killed from outside): nothing of this
                     # item ran, so give it one more try on a fresh worker before scoring it 0.
                     if index in retried:
-                        self._fail_item(worker, "BrokenPipe")
+                        self._error(index, jobs, results, "BrokenPipe")
                     else:
                         retried.add(index)
                         pending.appendleft(index)
-                        self._retire(worker)
-                    continue
-                self.calls += 1
+                    self._retire(worker)
+                    break
+                self._tally(job).calls += 1
                 worker.state, worker.item = "busy", index
                 worker.sent = time.monotonic()
+                timeout = self.timeout if job.timeout is None else job.timeout
                 worker.deadline = worker.sent + timeout
         starting = sum(w.state == "starting" for w in self._live)
         while len(pending) > starting and len(self._live) < self.workers:
@@ -372,7 +569,7 @@ class VerifierPool:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(child_conn, self._target, self.memory_limit_mb),
+            args=(child_conn, self._target, self.memory_limit_mb, self.preload),
             name="tempo-verifier",
             daemon=True,
         )
@@ -385,31 +582,43 @@ class VerifierPool:
         deadline = time.monotonic() + self.startup_timeout
         self._live.append(_Worker(proc, parent_conn, "starting", deadline))
 
-    def _done(self, worker: _Worker) -> None:
+    def _done(self, worker: _Worker, jobs: list[Job]) -> None:
         """Record the latency of the item a busy worker just finished (or was killed on)."""
         if worker.state == "busy":
-            self.max_latency = max(self.max_latency, time.monotonic() - worker.sent)
+            tally = self._tally(jobs[worker.item])
+            tally.max_latency = max(tally.max_latency, time.monotonic() - worker.sent)
 
-    def _receive(self, worker: _Worker, results: list[float]) -> None:
+    def _error(
+        self, index: int, jobs: list[Job], results: list[Outcome | None], reason: str
+    ) -> None:
+        tally = self._tally(jobs[index])
+        tally.errors += 1
+        tally.last_error = reason
+        results[index] = Outcome("error", error=reason)
+
+    def _receive(self, worker: _Worker, jobs: list[Job], results: list[Outcome | None]) -> None:
         try:
-            kind, value = worker.conn.recv()
+            data = worker.conn.recv_bytes()
         except (EOFError, OSError):
             if worker.state == "starting":
                 self._retire(worker)
                 raise RuntimeError(
                     f"verifier worker died during start-up (exit code {worker.proc.exitcode})"
                 ) from None
-            self._fail_item(worker, "WorkerDied")
+            self._fail_item(worker, jobs, results, "WorkerDied")
             return
         if worker.state == "starting":
             worker.state, worker.deadline = "idle", float("inf")
             return
-        self._done(worker)
+        self._done(worker, jobs)
+        try:
+            kind, value = ForkingPickler.loads(data)
+        except Exception:  # e.g. a reply whose class the parent cannot import
+            kind, value = "err", "UnreadableResult"
         if kind == "ok":
-            results[worker.item] = 1.0 if value else 0.0
+            results[worker.item] = Outcome("ok", value)
         else:
-            self.errors += 1
-            self.last_error = str(value)
+            self._error(worker.item, jobs, results, str(value))
             if value == _MEMORY_ERROR:
                 # Hit the address-space cap: start the next item on a clean process (sympy's
                 # caches may still hold the blow-up's intermediates).
@@ -417,25 +626,30 @@ class VerifierPool:
                 return
         worker.state, worker.item, worker.deadline = "idle", -1, float("inf")
 
-    def _expire(self, worker: _Worker, items: list[tuple[str, str]], timeout: float) -> None:
+    def _expire(self, worker: _Worker, jobs: list[Job], results: list[Outcome | None]) -> None:
         if worker.state == "starting":
             self._retire(worker)
             raise RuntimeError(f"verifier worker did not start within {self.startup_timeout:.0f} s")
-        self.timeouts += 1
-        self._done(worker)
+        job = jobs[worker.item]
+        tally = self._tally(job)
+        tally.timeouts += 1
+        results[worker.item] = Outcome("timeout", error="Timeout")
+        self._done(worker, jobs)
         self._retire(worker)
-        log.warning(
-            "answer check overran %.3g s; worker killed and replaced (%d timeouts so far): %s",
-            timeout,
-            self.timeouts,
-            _preview(items[worker.item][0]),
-        )
+        if job.preview is not None:
+            log.warning(
+                "answer check overran %.3g s; worker killed and replaced (%d timeouts so far): %s",
+                self.timeout if job.timeout is None else job.timeout,
+                tally.timeouts,
+                job.preview,
+            )
 
-    def _fail_item(self, worker: _Worker, reason: str) -> None:
+    def _fail_item(
+        self, worker: _Worker, jobs: list[Job], results: list[Outcome | None], reason: str
+    ) -> None:
         """A worker died or broke while holding an item: count an error, replace it."""
-        self._done(worker)
-        self.errors += 1
-        self.last_error = reason
+        self._done(worker, jobs)
+        self._error(worker.item, jobs, results, reason)
         self._retire(worker)
 
     def _retire(self, worker: _Worker) -> None:

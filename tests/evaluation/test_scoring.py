@@ -78,6 +78,46 @@ def test_without_greedy_no_greedy_decode_happens():
     assert records[0]["greedy"] is False and records[0]["greedy_completion"] is None
 
 
+class CheckOnlyScorer(EchoScorer):
+    """A `RewardScorer`-like double: `check` is correctness only; a full call must not happen."""
+
+    def __call__(self, completions, golds):
+        raise AssertionError("evaluation ran the reward functions")
+
+    def check(self, completions, golds):
+        return super().__call__(completions, golds)
+
+
+def test_scoring_uses_the_scorers_check_when_it_has_one():
+    def sample_fn(prompts, greedy):
+        return Samples(["1", "x"] * (len(prompts) // 2), [1.0] * len(prompts), [1] * len(prompts))
+
+    scorer = CheckOnlyScorer()
+    records = score_problems(sample_fn, scorer, [problem(1)], 2, greedy=False)
+    assert records[0]["correct"] == [True, False] and records[0]["answers"] == ["1", "x"]
+    assert scorer.calls == [(["1", "x"], ["1", "1"])]
+
+
+def test_scoring_with_a_real_scorer_runs_no_user_function(tmp_path):
+    from tempo.rewards.scorer import RewardScorer
+    from tests.rewards.reward_fns import exact_check
+
+    functions = [{"_target_": "tests.rewards.reward_fns.crash", "weight": 1.0}]
+    scorer = RewardScorer(functions=functions, check=exact_check)
+    try:
+
+        def sample_fn(prompts, greedy):
+            return Samples(["\\boxed{1}"] * len(prompts), [1.0] * len(prompts), [2] * len(prompts))
+
+        records = score_problems(sample_fn, scorer, [problem(1), problem(2)], 2, greedy=True)
+        assert [r["greedy"] for r in records] == [True, False]
+        assert [r["correct"] for r in records] == [[True, True], [False, False]]
+        assert records[1]["answers"] == ["1", "1"]
+        assert scorer.stats()["reward/crash_errors"] == 0  # never called
+    finally:
+        scorer.close()
+
+
 class ParityScorer:
     """Correct iff the completion has an even length; the answer is its last character."""
 

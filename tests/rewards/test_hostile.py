@@ -75,12 +75,15 @@ def _batches(items: Iterable[Hostile], size: int) -> Iterator[list[Hostile]]:
 
 def _check_scores(out: ScoredBatch, batch: list[Hostile], format_weight: float) -> None:
     assert len(out.rewards) == len(out.correct) == len(out.answers) == len(batch)
-    for item, reward, correct, answer in zip(
-        batch, out.rewards, out.correct, out.answers, strict=True
+    for i, (item, reward, correct, answer) in enumerate(
+        zip(batch, out.rewards, out.correct, out.answers, strict=True)
     ):
         assert type(reward) is float and type(correct) is bool, item.category
         assert answer == extract_boxed(item.completion)
         assert reward == float(correct) + format_weight * format_reward(item.completion)
+        if format_weight:
+            assert out.components["boxed_format"][i] == format_reward(item.completion)
+            assert out.components["accuracy"][i] == float(correct)
         if answer is None:
             assert not correct
 
@@ -90,7 +93,11 @@ def _worker_pids(pool: VerifierPool) -> set[int]:
 
 
 def test_hostile_math_completions_through_the_scorer() -> None:
-    scorer = RewardScorer(timeout=TIMEOUT, workers=WORKERS, format_weight=FORMAT_WEIGHT)
+    functions = [
+        {"_target_": "tempo.rewards.builtin.accuracy", "weight": 1.0},
+        {"_target_": "tempo.rewards.builtin.boxed_format", "weight": FORMAT_WEIGHT},
+    ]
+    scorer = RewardScorer(timeout=TIMEOUT, workers=WORKERS, functions=functions)
     pool = scorer.pool
     pids: set[int] = set()
     tried = hangers = 0
@@ -180,6 +187,43 @@ def test_hostile_completions_through_math_reward_one_call_each() -> None:
     print(
         f"\nhostile math via math_reward: inputs tried={len(items)},"
         f" timeouts={pool.timeouts - timeouts_before}, worst call latency={worst:.2f} s"
+    )
+
+
+def test_hostile_math_completions_with_math_verify_extraction() -> None:
+    """Math-Verify's own extraction reads the whole completion in the worker: still bounded."""
+    items = list(itertools.islice(hostile_math(N_MATH, seed=SEED), 0, None, 2 * SINGLE_EVERY))
+    items.append(Hostile("power", "We get $10^{10^{10}}$.", "42", hangs=True))
+    scorer = RewardScorer(timeout=TIMEOUT, workers=WORKERS, extraction="math_verify")
+    pool = scorer.pool
+    pids: set[int] = set()
+    worst_call = 0.0
+    try:
+        scorer(["x = 0.5", "$x^2+1$"], ["\\frac{1}{2}", "1+x^2"])  # warm both workers
+        for batch in _batches(items, BATCH):
+            calls, timeouts = pool.calls, pool.timeouts
+            start = time.perf_counter()
+            out = scorer([h.completion for h in batch], [h.gold for h in batch])
+            elapsed = time.perf_counter() - start
+            pids |= _worker_pids(pool)
+            worst_call = max(worst_call, elapsed)
+            sent = pool.calls - calls
+            assert len(out.rewards) == len(out.correct) == len(out.answers) == len(batch)
+            assert out.rewards == [float(c) for c in out.correct]
+            assert all(a is None or type(a) is str for a in out.answers)
+            assert elapsed <= max(sent, 1) * TIMEOUT + SLACK, [h.completion[:60] for h in batch]
+            assert pool.timeouts - timeouts <= sent
+        assert pool.timeouts >= 1  # at least the appended tower ran out of time
+        assert pool.max_latency <= TIMEOUT + 1.0
+        out = scorer(["so the answer is $\\frac{84}{2}$", "x = 41"], ["42", "42"])
+        assert out.correct == [True, False]
+    finally:
+        scorer.close()
+    assert not pids & _children()
+    print(
+        f"\nhostile math via math_verify extraction: inputs tried={len(items)},"
+        f" timeouts={pool.timeouts}, errors={pool.errors}, rejected={pool.rejected},"
+        f" worst call ({BATCH} items)={worst_call:.2f} s"
     )
 
 

@@ -211,3 +211,66 @@ def test_prestart_starts_the_workers_before_the_first_call() -> None:
         assert len(p._live) == 2
     with pytest.raises(RuntimeError, match="closed"):
         p.prestart()
+
+
+# (gold, prediction without \boxed{}, correct?) in the style of Math-Verify's own tests.
+MATH_VERIFY_CASES = [
+    ("\\frac{1}{2}", "The answer is $\\frac{1}{2}$", True),
+    ("3", "x = 3", True),
+    ("1/2", "so we get 0.5", True),
+    ("14", "the answer is 14", True),
+    ("\\sqrt{2}", "We find $x=\\sqrt{2}$.", True),
+    ("(1,2)", "The point is $(1, 2)$", True),
+    ("x^2+1", "$x^2 + 1$", True),
+    ("0.1", "The rate is 10%", True),
+    ("\\frac{3}{4}", "Therefore $\\dfrac{3}{4}$ of the cake is left.", True),
+    ("-1/3", "we get $-\\frac{1}{3}$", True),
+    ("\\pi", "The period is $\\pi$.", True),
+    ("2", "The answer is $\\sqrt{4}$", True),
+    ("1000", "a total of 1,000 apples", True),
+    ("5", "I think it is 4, no wait, it is 5", True),  # the last expression counts
+    ("14", "the answer is 15.", False),
+    ("42", "first 42 then 41", False),
+    ("3", "$x = 4$", False),
+    ("7", "no numbers here", False),
+]
+
+
+@pytest.mark.parametrize(("gold", "prediction", "expected"), MATH_VERIFY_CASES)
+def test_math_verify_extraction_reads_unboxed_answers(
+    gold: str, prediction: str, expected: bool
+) -> None:
+    assert math_reward(prediction, gold) == 0.0  # boxed (the default): no box, no answer
+    assert math_reward(prediction, gold, extraction="math_verify") == float(expected)
+
+
+def test_math_verify_extraction_keeps_boxed_answers_and_returns_the_answer_text(
+    pool: VerifierPool,
+) -> None:
+    completions = ["so \\boxed{0.5}.", "We find $x=\\sqrt{2}$.", "nothing", "", "\\boxed{3}"]
+    golds = ["1/2", "\\sqrt{2}", "1", "1", "4"]
+    scores, answers = pool.verify(completions, golds, "math_verify")
+    assert scores == [1.0, 1.0, 0.0, 0.0, 0.0]
+    # Math-Verify's extracted text is its normalised LaTeX: 0.5 in a box reads \frac{1}{2}.
+    assert answers == ["\\frac{1}{2}", "x=\\sqrt{2}", None, None, "3"]
+    assert pool.verify(completions, golds, "boxed") == (
+        [1.0, 0.0, 0.0, 0.0, 0.0],
+        ["0.5", None, None, None, "3"],
+    )
+    with pytest.raises(ValueError, match="extraction"):
+        pool.verify(completions, golds, "regex")
+    with pytest.raises(ValueError, match="extraction"):
+        math_reward("1", "1", extraction="last")
+
+
+def test_math_verify_extraction_rejects_long_answers_and_is_timed() -> None:
+    with VerifierPool(timeout=2.0, max_answer_chars=12) as p:
+        long = "12345678901234"  # 14 characters: extracted, then not checked
+        scores, answers = p.verify([f"${long}$", "$1234$"], [long, "1234"], "math_verify")
+        assert scores == [0.0, 1.0] and answers == [long, "1234"]
+        assert p.rejected == 1
+        start = time.perf_counter()
+        # 12 characters: within the cap, and Math-Verify's verify runs for hours on it.
+        scores, _ = p.verify(["We get $10^{10^{10}}$.", "x = 2"], ["42", "2"], "math_verify")
+        assert scores == [0.0, 1.0] and p.timeouts == 1
+        assert time.perf_counter() - start < 2.0 + 8.0
