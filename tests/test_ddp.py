@@ -28,6 +28,7 @@ import torch
 
 from tempo.data.arithmetic import ArithmeticTask
 from tempo.logging.samples import SamplesConfig
+from tempo.models.preflight import TRAIN_PROMPTS_CHECKED
 from tempo.models.specs import TinyModel
 from tempo.rewards.scorer import ScoredBatch
 from tempo.rl.grpo import GRPOConfig
@@ -47,7 +48,7 @@ JOIN_TIMEOUT_S = 150
 class FirstOfGroupScorer:
     """Reward 1 for the first completion of each group: every group has a spread."""
 
-    def __call__(self, completions, golds):
+    def __call__(self, completions, golds, **row_data):
         rewards = [float(i % GROUP == 0) for i in range(len(completions))]
         return ScoredBatch(rewards, [r == 1.0 for r in rewards], [None] * len(completions))
 
@@ -66,7 +67,7 @@ class RiggedReward(RewardConfig):
 class NothingOnRankOne(FirstOfGroupScorer):
     """Rank 0 as above; rank 1 scores everything 0, so it has nothing to learn."""
 
-    def __call__(self, completions, golds):
+    def __call__(self, completions, golds, **row_data):
         if torch.distributed.get_rank() == 0:
             return super().__call__(completions, golds)
         n = len(completions)
@@ -241,9 +242,12 @@ def introspective_run(tmp_path_factory) -> tuple[list[dict], dict, Path]:
 def test_each_rank_draws_its_own_prompts(introspective_run):
     ranks, _, _ = introspective_run
     assert [r["world"] for r in ranks] == [2, 2]
-    # rank r, step s: problems (s * 2 + r) * 2 + i (seed 0)
-    assert ranks[0]["drawn"] == [0, 1, 4, 5]
-    assert ranks[1]["drawn"] == [2, 3, 6, 7]
+    # The preflight's length check reads the first training prompts of the stream; then
+    # rank r, step s: problems (s * 2 + r) * 2 + i (seed 0).
+    for rank in ranks:
+        assert rank["drawn"][:TRAIN_PROMPTS_CHECKED] == list(range(TRAIN_PROMPTS_CHECKED))
+    assert ranks[0]["drawn"][TRAIN_PROMPTS_CHECKED:] == [0, 1, 4, 5]
+    assert ranks[1]["drawn"][TRAIN_PROMPTS_CHECKED:] == [2, 3, 6, 7]
 
 
 def test_policy_and_head_stay_identical_across_ranks_and_learn(introspective_run):

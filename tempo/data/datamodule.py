@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -101,6 +101,9 @@ class PromptDataModule(L.LightningDataModule):
     size come from the trainer when the loader is built; without a trainer (or in one process)
     the stream is the single-process one.
 
+    `eval_tasks` are further tasks whose held-out problems are evaluated after the training
+    task's own (one validation loader each, in order).
+
     Held-out evaluation is not sharded: every rank evaluates the same `num_eval` problems
     (the evaluation samples from streams seeded by (seed, step) alone, so ranks compute the
     same metrics) and only rank 0's loggers write them. This costs W-fold redundant
@@ -115,9 +118,11 @@ class PromptDataModule(L.LightningDataModule):
         num_eval: int,
         eval_batch_size: int,
         seed: int = 0,
+        eval_tasks: Sequence = (),
     ) -> None:
         super().__init__()
         self.task = task
+        self.eval_tasks = list(eval_tasks)
         self.prompts_per_step, self.steps = prompts_per_step, steps
         self.num_eval, self.eval_batch_size, self.seed = num_eval, eval_batch_size, seed
 
@@ -136,5 +141,11 @@ class PromptDataModule(L.LightningDataModule):
             world_size=trainer.world_size if trainer is not None else 1,
         )
 
-    def val_dataloader(self) -> HeldOutBatches:
-        return HeldOutBatches(self.task.test_problems()[: self.num_eval], self.eval_batch_size)
+    def val_dataloader(self) -> HeldOutBatches | list[HeldOutBatches]:
+        """The training task's first `num_eval` held-out problems; with `eval_tasks`, a list:
+        that loader, then each extra task's first `num_eval` (or all, when it has fewer)."""
+        loaders = [
+            HeldOutBatches(task.test_problems()[: self.num_eval], self.eval_batch_size)
+            for task in [self.task, *self.eval_tasks]
+        ]
+        return loaders if self.eval_tasks else loaders[0]

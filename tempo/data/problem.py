@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -17,3 +19,5 @@ class Problem:
     prompt: str  # the exact text fed to the model; the completion starts right after it
     answer: str  # gold final answer as a canonical string, e.g. "-12"
     solution: str  # short worked solution ending in \boxed{answer} (no EOS)
+    # The source row's fields (a dataset's columns), handed to reward functions.
+    columns: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)

@@ -14,6 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tempo.data.problem import Problem
 from tempo.evaluation.scoring import Samples, rollout_samples, score_problems
+from tempo.models.prompting import PromptBuilder
 from tempo.sampling.sampler import Sampler
 from tempo.temperature.base import TemperatureController
 
@@ -36,13 +37,23 @@ class EvalModule(L.LightningModule):
         samples: int,
         greedy: bool,
         seed: int = 0,
+        prompts: PromptBuilder | None = None,
+        stop_token_ids: Sequence[int] | None = None,
     ) -> None:
+        """`prompts` and `stop_token_ids` as in training (`RLVRModule`): the same prompt path
+        (chat template, BOS) and every EOS id; defaults are the tokenizer's plain encoding and
+        its EOS."""
         super().__init__()
         self.model = model
         self.controller = controller
         self.tokenizer = tokenizer
         self.samples, self.greedy, self.seed = samples, greedy, seed
-        self.sampler = Sampler(max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        self.prompts = prompts or PromptBuilder(tokenizer)
+        self.sampler = Sampler(
+            max_new_tokens,
+            list(stop_token_ids or [tokenizer.eos_token_id]),
+            tokenizer.pad_token_id,
+        )
         self.scorer = None
         self.records: list[dict] = []
         self.generator: torch.Generator | None = None
@@ -65,15 +76,14 @@ class EvalModule(L.LightningModule):
         self.records += score_problems(self._sample, self.scorer, batch, self.samples, self.greedy)
 
     def _sample(self, prompts: Sequence[str], greedy: bool) -> Samples:
-        enc = self.tokenizer(
-            list(prompts), padding=True, return_tensors="pt", add_special_tokens=False
-        )
+        ids, mask = self.prompts.encode(prompts, self.device)
         rollout = self.sampler.rollout(
             self.model,
-            enc["input_ids"].to(self.device),
-            enc["attention_mask"].to(self.device),
+            ids,
+            mask,
             None if greedy else self.controller,
             generator=self.generator,
             greedy=greedy,
         )
-        return rollout_samples(rollout, self.tokenizer)
+        inputs = self.prompts.shown(ids, mask)
+        return rollout_samples(rollout, self.tokenizer, inputs)

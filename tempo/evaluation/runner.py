@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from tempo.evaluation.module import EvalModule
 from tempo.evaluation.settings import EvalDevice, EvalOptions
 from tempo.logging.jsonl import JsonlLogger
 from tempo.logging.wandb_setup import make_wandb_logger
+from tempo.models.preflight import prepare_model_io
+from tempo.models.prompting import PromptConfig
 from tempo.rl.settings import LoggerConfig, RewardConfig
 from tempo.temperature.base import TemperatureController
 from tempo.temperature.fixed import FixedTemperature
@@ -56,6 +59,8 @@ class EvalParts:
     total_steps: int = 1
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     source: dict[str, Any] = field(default_factory=dict)  # how the source is described
+    prompt: PromptConfig | None = None  # the prompt path (a checkpoint run's own by default)
+    stop_tokens: Sequence[int | str] = ()  # ids / token strings ending completions, besides EOS
 
 
 def evaluation_controller(
@@ -88,6 +93,17 @@ def run_evaluation(
     if parts.device.threads:
         torch.set_num_threads(parts.device.threads)
     L.seed_everything(seed, workers=True, verbose=False)
+    opts = parts.options
+    held_out = {task.name: list(task.test_problems())[: opts.num_problems] for task in parts.tasks}
+    io = prepare_model_io(  # before the weights load: the prompts fit, completions can end
+        parts.model,
+        parts.prompt,
+        parts.stop_tokens,
+        parts.max_new_tokens,
+        held_out.items(),
+        stop_key="eval.stop_tokens",
+        budget_key="eval.max_new_tokens",
+    )
 
     source = dict(parts.source)
     if parts.checkpoint is not None:
@@ -103,7 +119,6 @@ def run_evaluation(
         model, tokenizer = parts.model.build(parts.tasks[0], parts.device.accelerator)
     model.eval()
     controller = evaluation_controller(parts.options, parts.method)
-    opts = parts.options
     sampling = {
         "use_head": opts.use_head,
         "controller": controller.name,
@@ -113,9 +128,19 @@ def run_evaluation(
         "greedy": opts.greedy,
         "max_new_tokens": parts.max_new_tokens,
         "seed": seed,
+        "chat_template": io.prompts.uses_chat,
+        "stop_token_ids": io.stop_token_ids,
     }
     module = EvalModule(
-        model, tokenizer, controller, parts.max_new_tokens, opts.samples, opts.greedy, seed
+        model,
+        tokenizer,
+        controller,
+        parts.max_new_tokens,
+        opts.samples,
+        opts.greedy,
+        seed,
+        prompts=io.prompts,
+        stop_token_ids=io.stop_token_ids,
     )
     trainer = _make_trainer(parts.device, run_dir)
     samples_path = run_dir / SAMPLES_FILE
@@ -125,9 +150,7 @@ def run_evaluation(
     counts: dict[str, int] = {}
     logged: dict[str, float] = {}
     for task in parts.tasks:
-        problems = list(task.test_problems())
-        if opts.num_problems is not None:
-            problems = problems[: opts.num_problems]
+        problems = held_out[task.name]
         if not problems:
             raise ConfigError("tasks", task.name, "a task with held-out problems (none found)")
         print(f"[tempo] evaluating {task.name}: {len(problems)} problems", flush=True)

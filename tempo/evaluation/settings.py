@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tempo.config_error import ConfigError
 from tempo.evaluation.metrics import all_ks
-from tempo.rl.settings import ACCELERATORS, PRECISIONS
+from tempo.rl.settings import ACCELERATORS, PRECISIONS, token_list
 
 
 def _int_at_least(key: str, value: object, minimum: int) -> int:
@@ -28,6 +28,7 @@ class EvalOptions:
     batch_size: int = 50  # problems per batch (each sampled `samples` times)
     max_new_tokens: int | None = None  # completion cap; None = the run's (or 48)
     use_head: bool = True  # sample with the method's own evaluation controller, if any
+    stop_tokens: Sequence[int | str] = ()  # ids / token strings ending completions, besides EOS
 
     def __post_init__(self) -> None:
         _int_at_least("samples", self.samples, 1)
@@ -59,6 +60,7 @@ class EvalOptions:
         _int_at_least("batch_size", self.batch_size, 1)
         if self.max_new_tokens is not None:
             _int_at_least("max_new_tokens", self.max_new_tokens, 1)
+        self.stop_tokens = token_list("stop_tokens", self.stop_tokens)
 
 
 @dataclass

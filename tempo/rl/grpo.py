@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from tempo.config_error import ConfigError
+from tempo.rl.lr_schedule import check_schedule
 
 AGGREGATION_MODES = ("grpo", "dapo", "dr_grpo")
 _MODES_TEXT = ", ".join(AGGREGATION_MODES)
@@ -217,6 +218,9 @@ class GRPOConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     micro_batch_size: int = 8
+    lr_schedule: str = "constant"  # constant | linear | cosine (after the warm-up)
+    warmup_steps: int = 0  # RL steps of linear warm-up from lr / warmup_steps to lr
+    min_lr_ratio: float = 0.0  # linear/cosine end at lr * min_lr_ratio
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, Callable[[], bool], str]] = [
@@ -243,6 +247,7 @@ class GRPOConfig:
                 valid = False
             if not valid:
                 raise ConfigError(key, getattr(self, key), allowed)
+        check_schedule(self.lr_schedule, self.warmup_steps, self.min_lr_ratio)
 
 
 def _is_int(x: object) -> bool:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from tempo.config_error import ConfigError
+from tempo.rewards.functions import DEFAULT_FUNCTIONS, RewardFunction, parse_functions
 from tempo.rewards.scorer import RewardScorer
+from tempo.rewards.verifier import EXTRACTIONS
 from tempo.sampling.sampler import check_decoding_options
 
 
@@ -29,12 +33,28 @@ class RolloutConfig:
     decoder: str = "auto"  # auto | fast | hf: tempo's fused decoding step or the model's forward
     compact_below: float = 0.75  # CPU: drop finished rows once this fraction or less decodes
     check_every: int = 4  # decoding steps between "has every row finished?" checks
+    stop_tokens: Sequence[int | str] = ()  # extra ids / token strings that end a completion
 
     def __post_init__(self) -> None:
         _positive_int("prompts_per_step", self.prompts_per_step)
         _positive_int("max_new_tokens", self.max_new_tokens)
         _positive_int("check_every", self.check_every)
         check_decoding_options(self.decoder, self.compact_below)
+        self.stop_tokens = token_list("stop_tokens", self.stop_tokens)
+
+
+def token_list(key: str, value: object) -> tuple[int | str, ...]:
+    """A list of token ids (>= 0) and token strings."""
+    items = [value] if isinstance(value, (int, str)) else value
+    if not isinstance(items, (list, tuple)) or any(
+        isinstance(t, bool)
+        or not isinstance(t, (int, str))
+        or (isinstance(t, int) and t < 0)
+        or (isinstance(t, str) and not t)
+        for t in items
+    ):
+        raise ConfigError(key, value, "a list of token ids (>= 0) and token strings")
+    return tuple(items)
 
 
 @dataclass
@@ -49,8 +69,26 @@ class EvalConfig:
     greedy: bool = True  # also decode greedily (eval/<task>/accuracy)
     batch_size: int = 50  # problems per evaluation batch
     at_start: bool = True  # evaluate before the first update (step 0)
+    tasks: Sequence[str] = ()  # more held-out tasks (conf/task names), after the training task
+    # Per extra task, values merged over its config, e.g. {aime24: {num_test: 10}}.
+    task_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        names = [self.tasks] if isinstance(self.tasks, str) else self.tasks
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError("tasks", self.tasks, "a list of task names (conf/task options)")
+        if len(set(names)) != len(names):
+            raise ConfigError("tasks", list(names), "task names without repeats")
+        self.tasks = tuple(names)
+        if not isinstance(self.task_overrides, Mapping):
+            raise ConfigError("task_overrides", self.task_overrides, "a mapping task -> values")
+        unknown = sorted(set(self.task_overrides) - set(self.tasks))
+        if unknown:
+            raise ConfigError(
+                f"task_overrides.{unknown[0]}",
+                dict(self.task_overrides[unknown[0]] or {}),
+                f"overrides of a task listed in eval.tasks ({list(self.tasks)})",
+            )
         _positive_int("every", self.every, minimum=0)
         _positive_int("num_problems", self.num_problems)
         _positive_int("samples", self.samples)
@@ -69,32 +107,49 @@ class EvalConfig:
 
 @dataclass
 class RewardConfig:
-    """The verifiable reward: Math-Verify correctness, plus an optional format bonus."""
+    """The reward: a weighted sum of reward functions, and how answers are extracted.
 
+    `functions` is a list of entries ``{_target_: pkg.module.func, weight: <number>, name:
+    <optional>, timeout: <optional seconds per call>, ...extra keyword arguments}``; the
+    built-ins are ``tempo.rewards.builtin.accuracy`` and ``tempo.rewards.builtin.boxed_format``
+    (see ``tempo/rewards/functions.py`` for how a user function is called). Each import path
+    is resolved and checked here, at config time. Correctness (``train/accuracy``, evaluation)
+    is computed by the task's check or Math-Verify whatever the list holds.
+    """
+
+    # Our default: correctness only, weight 1.
+    functions: Sequence[Mapping[str, Any]] = field(
+        default_factory=lambda: [dict(entry) for entry in DEFAULT_FUNCTIONS]
+    )
+    extraction: str = "boxed"  # boxed (last closed \boxed{}) | math_verify (Math-Verify's own)
     timeout: float = 5.0  # wall-clock seconds per answer before the verifier worker is replaced
     workers: int = 1  # verifier worker processes
-    format_weight: float = 0.0  # reward += format_weight * [completion has a \\boxed{}]
     max_answer_chars: int | None = 1000  # longer extracted answers score 0 without a check
     memory_limit_mb: int | None = 2048  # growth allowed per verifier worker (None = no limit)
+    resolved: tuple[RewardFunction, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.timeout, (int, float)) or not self.timeout > 0:
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)):
+            raise ConfigError("timeout", self.timeout, "a number of seconds > 0")
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ConfigError("timeout", self.timeout, "a number of seconds > 0")
         _positive_int("workers", self.workers)
-        if not isinstance(self.format_weight, (int, float)) or self.format_weight < 0:
-            raise ConfigError("format_weight", self.format_weight, "a number >= 0")
+        if self.extraction not in EXTRACTIONS:
+            raise ConfigError("extraction", self.extraction, f"one of {', '.join(EXTRACTIONS)}")
         if self.max_answer_chars is not None:
             _positive_int("max_answer_chars", self.max_answer_chars)
         if self.memory_limit_mb is not None:
             _positive_int("memory_limit_mb", self.memory_limit_mb, minimum=64)
+        self.resolved = parse_functions(self.functions, "functions")
 
     def scorer(self, check: Callable[[str, str], bool] | None = None) -> RewardScorer:
         """The scorer these settings describe; `check` is a task's own answer check."""
         return RewardScorer(
             self.timeout,
             self.workers,
-            self.format_weight,
+            self.resolved,
             check=check,
+            extraction=self.extraction,
             max_answer_chars=self.max_answer_chars,
             memory_limit_mb=self.memory_limit_mb,
         )

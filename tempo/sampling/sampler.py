@@ -12,7 +12,8 @@ loop, and the "has every row finished?" test reads a flag copied to the host asy
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -30,6 +31,18 @@ DECODERS = ("auto", "fast", "hf")
 Step = Callable[[Tensor, int], Tensor]
 #: Drops rows from the decoder's batch: indices of the rows to go on with.
 Keep = Callable[[Tensor], None]
+
+
+class InvalidTemperature(ConfigError):
+    """A temperature controller returned a temperature that is not a finite number > 0."""
+
+    def __init__(self, controller: TemperatureController, value: float) -> None:
+        cls = type(controller)
+        super().__init__(
+            "method",
+            f"{cls.__module__}.{cls.__qualname__}",
+            f"a method whose temperatures are finite numbers > 0 (it returned {value!r})",
+        )
 
 
 def exponential_race(probs: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -150,7 +163,10 @@ class Sampler:
     Args:
         max_new_tokens: hard cap on completion length (completions without EOS by then are
             marked truncated).
-        eos_token_id / pad_token_id: end-of-completion and filler ids.
+        eos_token_id: the id, or the list of ids, that end a completion (an instruct model's
+            end-of-turn token and its EOS, see `tempo.models.special_tokens.stop_token_ids`);
+            the first one that appears ends the row and is its last token.
+        pad_token_id: the filler id after the end.
         check_every: decoding steps between tests of whether every row has finished.
         static_cache: on the general (`hf`) path, preallocate the KV cache and pass a ready
             4D attention mask (models with `sdpa` or `eager` attention).
@@ -166,7 +182,7 @@ class Sampler:
     def __init__(
         self,
         max_new_tokens: int,
-        eos_token_id: int,
+        eos_token_id: int | Sequence[int],
         pad_token_id: int,
         check_every: int = 4,
         static_cache: bool = True,
@@ -177,7 +193,11 @@ class Sampler:
             raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
         check_decoding_options(decoder, compact_below)
         self.max_new_tokens = max_new_tokens
-        self.eos_token_id = eos_token_id
+        ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        if not ids or any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+            raise ValueError(f"eos_token_id must be an id or a non-empty list of ids, got {ids}")
+        self.eos_token_ids = list(dict.fromkeys(ids))
+        self.eos_token_id = self.eos_token_ids[0]
         self.pad_token_id = pad_token_id
         self.check_every = max(1, check_every)
         self.static_cache = static_cache
@@ -214,6 +234,12 @@ class Sampler:
         batch = prompt_ids.shape[0]
         device = prompt_ids.device
         steps = self.max_new_tokens
+        stop = torch.tensor(self.eos_token_ids, device=device)
+        ends = (
+            (lambda x: x == self.eos_token_id)
+            if len(stop) == 1
+            else (lambda x: torch.isin(x, stop))
+        )
         hidden, advance, keep = self._steps(model, prompt_ids, prompt_mask)
         compact = keep is not None and device.type == "cpu" and self.compact_below > 0
         rows: Tensor | slice = slice(None)  # the original rows still in the decoder's batch
@@ -235,7 +261,10 @@ class Sampler:
         step_t = None
         if isinstance(controller, StepTemperature) and not greedy:
             step_t = float(controller.step_temperature())
+            if not (math.isfinite(step_t) and step_t > 0):
+                raise InvalidTemperature(controller, step_t)
             temps.fill_(step_t)
+        bad_t = torch.zeros(batch, dtype=torch.bool, device=device)  # rows given a bad T
         length = steps
         for t in range(steps):
             logits = head(hidden).float()
@@ -254,6 +283,7 @@ class Sampler:
             else:
                 decision = controller.temperature(logits, hidden, prev_t, t)
                 temp = decision.temperature
+                bad_t[rows] |= ~(torch.isfinite(temp) & (temp > 0))
                 for key, value in decision.records.items():
                     if key not in records:
                         records[key] = torch.zeros(batch, steps, dtype=value.dtype, device=device)
@@ -266,7 +296,7 @@ class Sampler:
             tokens[rows, t] = token
             logprobs[rows, t] = logp_t.gather(1, token[:, None]).squeeze(1)
             entropy_t[rows, t] = ent1 if logp_t is logp1 else -(probs_t * logp_t).sum(-1)
-            finished |= token == self.eos_token_id
+            finished |= ends(token)
             if t + 1 == steps:
                 break
             if compact and (t + 1) % self.check_every == 0:
@@ -286,8 +316,12 @@ class Sampler:
                     flag.post(finished)
             hidden = advance(token, t)
 
+        if controller is not None and step_t is None and not greedy and bool(bad_t.any()):
+            row = int(bad_t.nonzero()[0, 0])
+            where = (~(torch.isfinite(temps[row]) & (temps[row] > 0))).nonzero()
+            raise InvalidTemperature(controller, float(temps[row, int(where[0, 0])]))
         tokens = tokens[:, :length]
-        is_eos = tokens == self.eos_token_id
+        is_eos = ends(tokens)
         # A position is part of the completion if no EOS came strictly before it.
         mask = (is_eos.cumsum(-1) - is_eos.long()) == 0
         maskf = mask.float()

@@ -44,7 +44,7 @@ def test_unknown_hub_id_offline_fails_fast_with_one_line(monkeypatch):
     with pytest.raises(ConfigError) as err:
         PretrainedModel("tempo-tests/no-such-model").build(ArithmeticTask())
     assert time.monotonic() - started < 10
-    assert err.value.key == "name_or_path" and "\n" not in str(err.value)
+    assert err.value.key == "model.name_or_path" and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("dtype", ["float8", "half"])

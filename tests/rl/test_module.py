@@ -25,7 +25,7 @@ class LengthParityScorer:
         self.constant = constant
         self.seen: list[list[str]] = []
 
-    def __call__(self, completions, golds):
+    def __call__(self, completions, golds, **row_data):
         self.seen.append(list(completions))
         if self.constant is not None:
             rewards = [self.constant] * len(completions)
@@ -34,6 +34,9 @@ class LengthParityScorer:
         return ScoredBatch(
             rewards, [r == 1.0 for r in rewards], [c[-1:] or None for c in completions]
         )
+
+    def check(self, completions, golds):
+        return self(completions, golds)
 
     def stats(self):
         return {}

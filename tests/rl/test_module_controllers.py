@@ -64,7 +64,7 @@ def test_phases_freeze_the_other_side_bit_for_bit(tiny_model, char_tokenizer, tm
     snapshots = []
 
     class Recorder(LengthParityScorer):
-        def __call__(self, completions, golds):
+        def __call__(self, completions, golds, **row_data):
             snapshots.append(
                 ([p.detach().clone() for p in model.parameters()], ctl.w.detach().clone())
             )

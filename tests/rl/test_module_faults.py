@@ -24,7 +24,7 @@ class RewardList:
     def __init__(self, bad: float | None = None) -> None:
         self.bad = bad
 
-    def __call__(self, completions, golds):
+    def __call__(self, completions, golds, **row_data):
         rewards = [float(i % 2) for i in range(len(completions))]
         if self.bad is not None:
             rewards[0] = self.bad
