@@ -1,8 +1,9 @@
 """`tempo-eval`: evaluate a tempo-train checkpoint or any causal LM on held-out problems.
 
 Composes `conf/eval.yaml`, instantiates and validates every part (a checkpoint's model and
-method come from its run's `.hydra/config.yaml`, each task from `conf/task/<name>.yaml`),
-then hands them to `tempo.evaluation.runner.run_evaluation`.
+method come from its run's `.hydra/config.yaml`, each task as `task=<name>` composes it, so a
+task file in a `hydra.searchpath` folder works like tempo's own), then hands them to
+`tempo.evaluation.runner.run_evaluation`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from tempo.evaluation.loading import (
     read_run_config,
 )
 from tempo.evaluation.runner import DEFAULT_MAX_NEW_TOKENS, EvalParts, format_table, run_evaluation
-from tempo.hydra_cli import build, check_overrides
+from tempo.hydra_cli import build, check_overrides, compose_task, config_dir
+from tempo.models.prompting import PromptConfig
 
 
 def eval_label(checkpoint: str | None, name_or_path: str | None) -> str:
@@ -34,29 +36,20 @@ def eval_label(checkpoint: str | None, name_or_path: str | None) -> str:
 
 OmegaConf.register_new_resolver("eval_label", eval_label, replace=True)
 
-# An absolute path, so the console script finds conf/ as `python -m tempo.evaluate` does.
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# The absolute path of the config tree, in a checkout and in an installed wheel alike.
+CONFIG_DIR = config_dir()
 
 DEFAULT_TASK = "arithmetic"
 
 
-def available_tasks() -> list[str]:
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / "task").glob("*.yaml"))
-
-
 def task_node(name: Any, run_cfg: DictConfig | None, overrides: DictConfig | None) -> DictConfig:
     """The config of task `name`: the checkpoint run's own task settings when it trained on a
-    task of that name, else `conf/task/<name>.yaml`; then `task_overrides.<name>` on top."""
-    if run_cfg is not None and run_cfg.task.get("name") == name:
-        base = run_cfg.task
-    else:
-        choices = available_tasks()
-        if not isinstance(name, str) or name not in choices:
-            raise ConfigError("tasks", name, f"one of {', '.join(choices)}")
-        composed = hydra.compose(config_name=f"task/{name}")
-        base = composed.task if "task" in composed else composed
-    extra = overrides.get(name) if overrides is not None else None
-    return OmegaConf.merge(base, extra) if extra is not None else base
+    task of that name, else `task=<name>` composed from every config search path entry; then
+    `task_overrides.<name>` on top."""
+    extra = overrides.get(name) if overrides is not None and isinstance(name, str) else None
+    if run_cfg is None or run_cfg.task.get("name") != name:
+        return compose_task(name, extra, key="tasks", overrides_key=f"task_overrides.{name}")
+    return OmegaConf.merge(run_cfg.task, extra) if extra is not None else run_cfg.task
 
 
 def task_names(cfg: DictConfig, run_cfg: DictConfig | None) -> list[Any]:
@@ -69,6 +62,24 @@ def task_names(cfg: DictConfig, run_cfg: DictConfig | None) -> list[Any]:
     if not names or len(set(map(str, names))) != len(names):
         raise ConfigError("tasks", names, "a non-empty list of task names without repeats")
     return names
+
+
+def eval_prompt(node: DictConfig | None, run_cfg: DictConfig | None) -> PromptConfig:
+    """The prompt settings: the checkpoint run's `prompt` block (runs from before it existed:
+    the defaults), with every non-null field of this config's `prompt` on top."""
+    base = {}
+    if run_cfg is not None and run_cfg.get("prompt") is not None:
+        base = OmegaConf.to_container(run_cfg.prompt, resolve=True)
+        base.pop("_target_", None)
+    for key, value in (OmegaConf.to_container(node, resolve=True) if node else {}).items():
+        if value is not None:
+            base[key] = value
+    try:
+        return PromptConfig(**base)
+    except ConfigError as err:
+        raise ConfigError(f"prompt.{err.key}", err.value, err.allowed) from None
+    except TypeError as err:
+        raise ConfigError("prompt", base, f"keys of PromptConfig ({err})") from None
 
 
 def parts_from_config(cfg: DictConfig) -> EvalParts:
@@ -84,6 +95,9 @@ def parts_from_config(cfg: DictConfig) -> EvalParts:
     if cfg.checkpoint is not None:
         source = find_checkpoint(cfg.checkpoint)
         run_cfg = read_run_config(source)
+    common["prompt"] = eval_prompt(cfg.get("prompt"), run_cfg)
+    run_stops = OmegaConf.select(run_cfg, "rollout.stop_tokens", default=None) if run_cfg else None
+    common["stop_tokens"] = (*options.stop_tokens, *(run_stops or ()))
     overrides = cfg.get("task_overrides")
     tasks = [
         build(f"task_overrides.{name}", task_node(name, run_cfg, overrides))

@@ -1,4 +1,8 @@
-"""Command-line helpers shared by the Hydra entry points: one-line errors for bad overrides.
+"""Command-line helpers shared by the Hydra entry points: where the configs are, composing one
+task by name, and one-line errors for bad overrides.
+
+`config_dir()` finds tempo's config tree both in a checkout (top-level `conf/`, editable
+install or `python -m tempo.train`) and in an installed wheel (shipped as `tempo/conf`).
 
 Hydra reports a bad override (unknown option, unknown key, syntax) in several lines plus a hint
 about HYDRA_FULL_ERROR. Entry points call `check_overrides` first: it composes the config once
@@ -8,20 +12,24 @@ override and what is allowed, with exit code 2.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from tempo.config_error import ConfigError
 
@@ -29,6 +37,91 @@ from tempo.config_error import ConfigError
 _HYDRA_FLAGS = {"-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i"}
 _HYDRA_FLAGS |= {"--resolve", "--package", "-p", "--shell-completion", "-sc", "--version"}
 _HYDRA_FLAGS |= {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
+
+
+@functools.cache
+def config_dir() -> str:
+    """Absolute path of tempo's config tree (the folder holding train.yaml and eval.yaml).
+
+    An installed wheel ships it inside the package as `tempo/conf`; a checkout keeps it at the
+    repository root, next to the package. The package's own copy is looked at first, so a
+    stray top-level `conf/` in site-packages is never picked up.
+    """
+    package = Path(__file__).resolve().parent
+    candidates = (package / "conf", package.parent / "conf")
+    for folder in candidates:
+        if (folder / "train.yaml").is_file() and (folder / "eval.yaml").is_file():
+            return str(folder)
+    looked = " or ".join(str(folder) for folder in candidates)
+    raise RuntimeError(f"tempo's configs are missing: no train.yaml and eval.yaml in {looked}")
+
+
+@contextmanager
+def _hydra() -> Iterator[None]:
+    """Use the running Hydra (an entry point's job, with its hydra.searchpath) if there is
+    one, else tempo's own config tree for the duration."""
+    if GlobalHydra.instance().is_initialized():
+        yield
+        return
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        yield
+
+
+def _searchpath_override(searchpath: Sequence[str] | None) -> list[str]:
+    """`hydra.searchpath=[...]` for an explicit list, else the running job's own (Hydra
+    composes each config afresh from its search path; a job's extra entries do not persist
+    in the config loader, so they are handed on explicitly)."""
+    if searchpath is None:
+        searchpath = list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
+    if not searchpath:
+        return []
+    quoted = [f"'{entry}'" if "'" not in entry else f'"{entry}"' for entry in searchpath]
+    return [f"hydra.searchpath=[{','.join(quoted)}]"]
+
+
+def group_options(group: str, searchpath: Sequence[str] | None = None) -> list[str]:
+    """The options of config group `group` (e.g. "task") in every config search path entry:
+    tempo's own tree and the `searchpath` folders (default: the running job's
+    `hydra.searchpath`)."""
+    with _hydra():
+        loader = GlobalHydra.instance().config_loader()
+        found = loader.get_group_options(group, overrides=_searchpath_override(searchpath))
+        return sorted(set(found))
+
+
+def compose_task(
+    name: object,
+    overrides: Mapping[str, Any] | DictConfig | None = None,
+    key: str = "tasks",
+    overrides_key: str | None = None,
+    searchpath: Sequence[str] | None = None,
+) -> DictConfig:
+    """The config of task `name` exactly as `task=<name>` composes it, with `overrides` merged
+    on top; not yet instantiated. Its file may sit in tempo's conf/task or in any `searchpath`
+    folder (default: the running job's `hydra.searchpath`, so a user's task is found).
+
+    An unknown name raises ConfigError(`key`, name, the options of every search path entry);
+    overrides that cannot be merged raise one under `overrides_key` (default
+    `task_overrides.<name>`). Keys the task does not take are left to `build`, whose
+    ConfigError names them. Works inside a Hydra job and outside one (tempo's own configs).
+    """
+    extra = _searchpath_override(searchpath)
+    with _hydra():
+        options = group_options("task", searchpath)
+        if not isinstance(name, str) or name not in options:
+            raise ConfigError(key, name, f"one of {', '.join(options)}")
+        composed = compose(config_name=None, overrides=[*extra, f"+task={name}"])
+    if not isinstance(composed.get("task"), DictConfig):
+        raise ConfigError(key, name, "a task config in the task package (no @package header)")
+    node = OmegaConf.create(OmegaConf.to_container(composed.task, resolve=False))
+    if not overrides:
+        return node
+    try:
+        return OmegaConf.merge(node, overrides)
+    except OmegaConfBaseException as err:
+        reason = str(err).splitlines()[0]
+        where = overrides_key or f"task_overrides.{name}"
+        raise ConfigError(where, overrides, f"values that fit task {name!r} ({reason})") from None
 
 
 def _unparsable(args: Sequence[str]) -> str | None:

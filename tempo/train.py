@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 from pathlib import Path
@@ -12,20 +13,51 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tempo.config_error import ConfigError
-from tempo.hydra_cli import build, check_overrides
+from tempo.hydra_cli import build, check_overrides, compose_task, config_dir
 from tempo.rl.nonfinite import NonFiniteError
 from tempo.runner import Preempted, RunParts, record_failure, run_training
 
+# The absolute path of the config tree, in a checkout and in an installed wheel alike.
+CONFIG_DIR = config_dir()
 
-def method_label(choice: str, rule: str | None = None) -> str:
-    """Run-name part for a method: `heuristic-edt` for a heuristic rule, else the choice."""
+
+def target_label(target: str) -> str:
+    """The label of a method class (or factory) named by a dotted path: the `name` it or a
+    non-tempo base class defines, else its Python name (the path's last part if the import
+    fails; instantiating it later reports that failure properly)."""
+    parts = target.split(".")
+    obj = None
+    for cut in range(len(parts) - 1, 0, -1):  # the longest importable module prefix
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+            break
+        except Exception:  # noqa: BLE001 - a label must not fail; instantiation reports it
+            obj = None
+    if obj is None:
+        return parts[-1]
+    for klass in getattr(obj, "__mro__", (obj,)):
+        if klass is not obj and klass.__module__.partition(".")[0] == "tempo":
+            break  # tempo's own base classes name tempo's methods, not this one
+        value = getattr(klass, "__dict__", {}).get("name")
+        if isinstance(value, str) and value:
+            return value
+    return getattr(obj, "__name__", target.rsplit(".", 1)[-1])
+
+
+def method_label(choice: str, rule: str | None = None, target: str | None = None) -> str:
+    """Run-name part for a method: `heuristic-edt` for a heuristic rule, else the choice; but
+    when `target` (method._target_) replaces the class of tempo's own option `choice`, the
+    replacing class's own label (`target_label`), so `method=fixed method._target_=my.Cls`
+    is not labelled "fixed". A user's own option (a hydra.searchpath file) keeps its name."""
+    own = Path(CONFIG_DIR) / "method" / f"{choice}.yaml"
+    if target and own.is_file() and target != OmegaConf.load(own).get("_target_"):
+        return target_label(target)
     return f"{choice}-{rule}" if rule else choice
 
 
 OmegaConf.register_new_resolver("method_label", method_label, replace=True)
-
-# An absolute path, so the console script finds conf/ as `python -m tempo.train` does.
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 GROUPS = (
     "task",
@@ -38,6 +70,7 @@ GROUPS = (
     "trainer",
     "logger",
     "samples",
+    "prompt",
 )
 
 
@@ -45,6 +78,7 @@ def parts_from_config(cfg: DictConfig) -> RunParts:
     """Instantiate every group (validating each value), then the checks that span groups."""
     built = {key: build(key, cfg[key]) for key in GROUPS}
     built["evaluation"] = built.pop("eval")
+    built["eval_tasks"] = eval_tasks(built["evaluation"], built["task"].name)
     parts = RunParts(**built)
     available = len(parts.task.test_problems())
     if parts.evaluation.num_problems > available:
@@ -54,6 +88,26 @@ def parts_from_config(cfg: DictConfig) -> RunParts:
             f"at most the {available} held-out problems of task {parts.task.name!r}",
         )
     return parts
+
+
+def eval_tasks(evaluation, training_task: str) -> list:
+    """The extra held-out tasks of `eval.tasks`, each composed as `task=<name>` would be (from
+    tempo's configs or a hydra.searchpath folder) with `eval.task_overrides.<name>` on top."""
+    tasks = []
+    for name in evaluation.tasks:
+        if name == training_task:
+            raise ConfigError(
+                "eval.tasks", name, "tasks other than the training task (it is always evaluated)"
+            )
+        key = f"eval.task_overrides.{name}"
+        node = compose_task(
+            name, evaluation.task_overrides.get(name), key="eval.tasks", overrides_key=key
+        )
+        task = build(key, node)
+        if not task.test_problems():
+            raise ConfigError("eval.tasks", name, "a task with held-out problems (none found)")
+        tasks.append(task)
+    return tasks
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -72,7 +126,11 @@ def train(cfg: DictConfig) -> dict | None:
             experiment=cfg.experiment_name,
             config=OmegaConf.to_container(cfg, resolve=True),
             ckpt_path=cfg.ckpt_path,
-            method_label=method_label(choices["method"], OmegaConf.select(cfg, "method.rule")),
+            method_label=method_label(
+                choices["method"],
+                OmegaConf.select(cfg, "method.rule"),
+                OmegaConf.select(cfg, "method._target_"),
+            ),
             model_label=OmegaConf.select(cfg, "model.name_or_path") or choices["model"],
         )
     except ConfigError as err:
