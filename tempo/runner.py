@@ -29,9 +29,12 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from tempo.config_error import ConfigError
 from tempo.data.datamodule import PromptDataModule
+from tempo.fsdp import FSDPSettings, full_state_dict, is_sharded
 from tempo.logging.jsonl import JsonlLogger, JsonlState
 from tempo.logging.samples import DEFAULT_T_RANGE, SamplesConfig, SampleWriter
 from tempo.logging.wandb_setup import make_wandb_logger, run_tags
+from tempo.models.preflight import ModelIO, prepare_model_io, training_prompts
+from tempo.models.prompting import PromptConfig
 from tempo.rl.checkpoint_io import AtomicCheckpointIO
 from tempo.rl.grpo import GRPOConfig
 from tempo.rl.module import RLVRModule
@@ -60,6 +63,8 @@ class RunParts:
     trainer: TrainerConfig
     logger: LoggerConfig
     samples: SamplesConfig = field(default_factory=SamplesConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    eval_tasks: list[Any] = field(default_factory=list)  # more held-out tasks (eval.tasks)
 
 
 class Preempted(Exception):
@@ -271,12 +276,14 @@ def _train(
 ) -> tuple[RLVRModule, str]:
     if parts.trainer.threads:
         torch.set_num_threads(parts.trainer.threads)
+    io = preflight(parts)
     model, tokenizer = build_policy(parts)
     # Seeded after the build: a warm-start that trains (cache miss) draws from torch's RNG and
     # one loaded from the cache does not, and the run must not depend on which happened.
     L.seed_everything(seed, workers=True, verbose=False)
     parts.method.setup(model.config.hidden_size, model.config.vocab_size, parts.trainer.max_steps)
     scorer = parts.reward.scorer(check=getattr(parts.task, "answer_check", None))
+    eval_scorers = _eval_scorers(parts, scorer)
     module = RLVRModule(
         model,
         tokenizer,
@@ -294,6 +301,10 @@ def _train(
             t_range=_colour_range(parts.method),
             title=f"{run_name}: sample completions",
         ),
+        prompts=io.prompts,
+        stop_token_ids=io.stop_token_ids,
+        eval_tasks=[(task.name, eval_scorers[id(task)]) for task in parts.eval_tasks],
+        total_steps=parts.trainer.max_steps,
     )
     data = PromptDataModule(
         parts.task,
@@ -302,6 +313,7 @@ def _train(
         parts.evaluation.num_problems,
         parts.evaluation.batch_size,
         seed=seed,
+        eval_tasks=parts.eval_tasks,
     )
     loggers: list = [jsonl]
     if parts.logger.backend == "wandb":
@@ -337,14 +349,41 @@ def _train(
                 trainer.validate(module, datamodule=data, verbose=False)
             status = "finished"
     finally:
-        scorer.close()
-    if status == "finished" and is_rank_zero():
-        final_dir = run_dir / "final_model"
-        model.save_pretrained(final_dir)
-        tokenizer.save_pretrained(final_dir)
+        for each in {id(s): s for s in [scorer, *eval_scorers.values()]}.values():
+            each.close()
+    if status == "finished":
+        save_final_model(model, tokenizer, run_dir / "final_model")
     for logger in loggers[1:]:
         logger.finalize("success" if status == "finished" else status)
     return module, status
+
+
+def preflight(parts: RunParts) -> ModelIO:
+    """The prompt path and stop ids, with every held-out prompt and the first training prompts
+    checked against the model's context, before the weights load or the warm-start runs."""
+    num_eval = parts.evaluation.num_problems
+    held_out = [(t.name, t.test_problems()[:num_eval]) for t in [parts.task, *parts.eval_tasks]]
+    return prepare_model_io(
+        parts.model,
+        parts.prompt,
+        parts.rollout.stop_tokens,
+        parts.rollout.max_new_tokens,
+        [(f"{parts.task.name} (train)", training_prompts(parts.task)), *held_out],
+    )
+
+
+def _eval_scorers(parts: RunParts, training_scorer: Any) -> dict[int, Any]:
+    """A scorer per extra held-out task: the training task's when the answer check is the same
+    (one verifier pool), else one of its own."""
+    own = getattr(parts.task, "answer_check", None)
+    by_check: dict[Any, Any] = {own: training_scorer}
+    scorers = {}
+    for task in parts.eval_tasks:
+        check = getattr(task, "answer_check", None)
+        if check not in by_check:
+            by_check[check] = parts.reward.scorer(check=check)
+        scorers[id(task)] = by_check[check]
+    return scorers
 
 
 def build_policy(parts: RunParts) -> tuple[Any, Any]:
@@ -377,8 +416,16 @@ def enable_gradient_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def make_strategy(strategy: str, method: TemperatureController) -> str | Strategy:
-    """Lightning's strategy for `trainer.strategy`; DDP names get an explicit `DDPStrategy`.
+def make_strategy(
+    strategy: str | FSDPSettings,
+    method: TemperatureController,
+    algorithm: GRPOConfig | None = None,
+    model: Any = None,
+) -> str | Strategy:
+    """Lightning's strategy for `trainer.strategy`; DDP names get an explicit `DDPStrategy`,
+    the fsdp preset's settings (`tempo.fsdp.FSDPSettings`) tempo's FSDP2 strategy, after the
+    run's `algorithm` and `model` spec are checked for what FSDP does not support yet (a KL
+    reference model, LoRA adapters), each refused in one line.
 
     The temperature controller is a submodule of the LightningModule, so DDP wraps the
     policy and a learned controller's parameters (the introspective head) alike and
@@ -389,12 +436,45 @@ def make_strategy(strategy: str, method: TemperatureController) -> str | Strateg
     every backward and the cheaper default (False) holds. Any other strategy name (also
     Lightning's `ddp_find_unused_parameters_true` etc.) is passed on unchanged.
     """
+    if isinstance(strategy, FSDPSettings):  # see tempo/fsdp.py for what the step does under it
+        check_fsdp_run(algorithm, model)
+        return strategy.strategy()
     name = str(strategy)
     if name not in DDP_START_METHODS:
         return name
     return DDPStrategy(
         start_method=DDP_START_METHODS[name], find_unused_parameters=method.has_loss()
     )
+
+
+def check_fsdp_run(algorithm: GRPOConfig | None, model: Any) -> None:
+    """Refuse, in one line each, the parts of a run that `trainer=fsdp` does not shard."""
+    if algorithm is not None and algorithm.beta > 0:
+        raise ConfigError(
+            "algorithm.beta",
+            algorithm.beta,
+            "0 under trainer=fsdp (the KL reference model, a second full copy of the policy, "
+            "is not sharded; use trainer=ddp for a KL term)",
+        )
+    lora = getattr(model, "lora", None)
+    if lora is not None and getattr(lora, "enabled", False):
+        raise ConfigError(
+            "model.lora.enabled", True, "false under trainer=fsdp (use trainer=ddp for LoRA)"
+        )
+
+
+def save_final_model(model: Any, tokenizer: Any, final_dir: Path) -> None:
+    """`save_pretrained` of the trained policy by global rank 0; a policy sharded by FSDP is
+    gathered first, which every rank must take part in."""
+    if is_sharded(model):
+        state = full_state_dict(model)  # collective: on every rank
+        if is_rank_zero():
+            model.save_pretrained(final_dir, state_dict=state)
+            tokenizer.save_pretrained(final_dir)
+        return
+    if is_rank_zero():
+        model.save_pretrained(final_dir)
+        tokenizer.save_pretrained(final_dir)
 
 
 def _colour_range(method: TemperatureController) -> tuple[float, float]:
@@ -434,7 +514,7 @@ def _make_trainer(
         max_epochs=-1,  # `max_steps` ends the run; a resumed, finished run starts a new epoch
         accelerator=parts.trainer.accelerator,
         devices=parts.trainer.devices,
-        strategy=make_strategy(parts.trainer.strategy, parts.method),
+        strategy=make_strategy(parts.trainer.strategy, parts.method, parts.algorithm, parts.model),
         precision=parts.trainer.precision,
         logger=loggers,
         callbacks=callbacks,
@@ -451,7 +531,7 @@ def _make_trainer(
 def _summary(
     jsonl: JsonlLogger, parts: RunParts, status: str, seconds: float, steps: int | None
 ) -> dict:
-    prefix = f"eval/{parts.task.name}/"
+    prefix = "eval/"
     summary: dict[str, Any] = {
         "status": status,
         "method": parts.method.name,

@@ -96,10 +96,13 @@ class JsonlLogger(Logger):
         pending = None if self._pending is None else dict(self._pending)
         return {"path": str(self.path), "offset": self._written, "pending": pending}
 
+    @rank_zero_only
     def restore(self, state: dict[str, Any]) -> None:
         """Return to a checkpoint's `state()`: the file is cut back to the checkpoint's length
         (dropping lines logged after it) and the open step is reopened. A checkpoint from another
-        run directory brings the first `offset` bytes of that run's file when this one is new."""
+        run directory brings the first `offset` bytes of that run's file when this one is new.
+        Global rank 0 only, like every write of this logger: other ranks' loggers hold nothing
+        (and would find the file rank 0 has just copied)."""
         offset = int(state["offset"])
         source = Path(state["path"])
         self._dir.mkdir(parents=True, exist_ok=True)

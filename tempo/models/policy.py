@@ -12,7 +12,10 @@ from transformers import PreTrainedModel
 
 
 def decoder_body(model: PreTrainedModel) -> torch.nn.Module:
-    """The transformer stack without the LM head (e.g. `Qwen2ForCausalLM.model`)."""
+    """The transformer stack without the LM head (e.g. `Qwen2ForCausalLM.model`); for a peft
+    (LoRA) model, that of the wrapped model, whose layers carry the adapters."""
+    if hasattr(model, "get_base_model"):  # peft.PeftModel: `base_model` is peft's tuner
+        model = model.get_base_model()
     return model.base_model
 
 

@@ -13,6 +13,7 @@ import copy
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -23,6 +24,7 @@ from tempo.data.problem import Problem
 from tempo.distributed import global_max, global_sum, world_size
 from tempo.evaluation.metrics import evaluation_metrics as shared_evaluation_metrics
 from tempo.evaluation.scoring import Samples, rollout_samples, score_problems
+from tempo.fsdp import FSDPSettings, average_gradients, clip_grad_norm, full_weights
 from tempo.logging.samples import SampleWriter, log_to_wandb, sample_rows
 from tempo.metrics import masked_mean, masked_std, unique_answers
 from tempo.metrics.temperature_profile import (
@@ -31,10 +33,14 @@ from tempo.metrics.temperature_profile import (
     token_classes,
     token_pieces,
 )
+from tempo.models.lora import is_lora, reference_model
 from tempo.models.policy import forward_hidden, lm_head
+from tempo.models.prompting import PromptBuilder
+from tempo.models.special_tokens import check_fits_context, context_length
 from tempo.rewards.scorer import RewardScorer
 from tempo.rl.grpo import GRPOConfig, group_advantages, policy_loss, zero_std_fraction
 from tempo.rl.logprobs import token_logprobs
+from tempo.rl.lr_schedule import make_scheduler
 from tempo.rl.nonfinite import NonFiniteError, require_finite
 from tempo.rl.settings import EvalConfig, RolloutConfig
 from tempo.sampling.rollout import Rollout
@@ -61,7 +67,16 @@ class RLVRModule(L.LightningModule):
         task_name: str,
         seed: int = 0,
         samples: SampleWriter | None = None,
+        prompts: PromptBuilder | None = None,
+        stop_token_ids: Sequence[int] | None = None,
+        eval_tasks: Sequence[tuple[str, RewardScorer]] = (),
+        total_steps: int | None = None,
     ) -> None:
+        """`prompts` turns task prompts into model input (chat template, BOS; default: the
+        tokenizer's plain encoding), `stop_token_ids` end completions (default: the tokenizer's
+        EOS), `eval_tasks` are (name, scorer) of held-out tasks evaluated after the training
+        task's own, in the order of the data module's validation loaders, and `total_steps`
+        (trainer.max_steps) is the length of the learning-rate schedule."""
         super().__init__()
         self.automatic_optimization = False
         self.model = model
@@ -70,11 +85,16 @@ class RLVRModule(L.LightningModule):
         self.grpo, self.rollout_cfg, self.eval_cfg = grpo, rollout, evaluation
         self.scorer = scorer
         self.task_name = task_name
+        self.eval_names = [task_name, *(name for name, _ in eval_tasks)]
+        self.eval_scorers = [scorer, *(task_scorer for _, task_scorer in eval_tasks)]
         self.seed = seed
         self.samples = samples
+        self.total_steps = total_steps
+        self.prompts = prompts or PromptBuilder(tokenizer)
+        self.context = context_length(model.config)
         self.sampler = Sampler(
             rollout.max_new_tokens,
-            tokenizer.eos_token_id,
+            list(stop_token_ids or [tokenizer.eos_token_id]),
             tokenizer.pad_token_id,
             check_every=rollout.check_every,
             decoder=rollout.decoder,
@@ -83,16 +103,17 @@ class RLVRModule(L.LightningModule):
         self.eval_controller = controller.for_evaluation() or FixedTemperature(
             evaluation.temperature
         )
-        self.ref_model = None
-        if grpo.beta > 0:
+        self.ref_model = None  # the KL reference: a frozen copy (LoRA: the adapter-free policy)
+        if grpo.beta > 0 and not is_lora(model):
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.generator: torch.Generator | None = None
-        self._eval_records: list[dict] = []
+        self._eval_records: dict[int, list[dict]] = defaultdict(list)
         self._token_pieces: list[str] | None = None
         self.last_eval_step = -1
         self._resumed = False
         self._reward_base: dict[str, float] = {}  # verifier counters up to the checkpoint
         self._train_rng: tuple | None = None
+        self._fsdp: FSDPSettings | None = None  # set when trainer=fsdp has sharded the policy
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
@@ -108,6 +129,31 @@ class RLVRModule(L.LightningModule):
         if self.global_rank > 0:
             torch.manual_seed(seed)
 
+    # ------------------------------------------------------------------ FSDP (trainer=fsdp)
+    def configure_model(self) -> None:
+        """Under `trainer=fsdp` the strategy shards the policy here (tempo/fsdp.py); under any
+        other strategy this does nothing."""
+        strategy = self.trainer.strategy
+        shard = getattr(strategy, "shard_module", None)
+        if shard is not None:
+            shard(self.model)
+            self._fsdp = strategy.settings
+
+    def _full_weights(self) -> AbstractContextManager:
+        """FSDP: the policy's weights gathered whole for a block of sampling or no-grad passes
+        (`tempo.fsdp.full_weights`); otherwise nothing."""
+        if self._fsdp is None:
+            return nullcontext()
+        return full_weights(self.model, self._fsdp.reshard_after_forward)
+
+    def _fsdp_balance_backward(self, done: int, most: int, rollout: Rollout) -> None:
+        """FSDP's `_balance_backward`: real zero-loss forward and backward passes through the
+        sharded policy (one completion of the rollout), whose hooks run the same all-gathers and
+        reduce-scatters as the other ranks' micro-batches."""
+        part = rollout.select(torch.arange(1, device=rollout.tokens.device))
+        for _ in range(most - done):
+            self.manual_backward(self._completion_logits(self.model, part).sum() * 0)
+
     def on_fit_start(self) -> None:
         prestart = getattr(self.scorer, "prestart", None)
         if prestart is not None:  # the verifier's start-up overlaps the first rollout
@@ -122,7 +168,15 @@ class RLVRModule(L.LightningModule):
             foreach=True,
         )
         head = self.controller.configure_optimizer()
-        return policy if head is None else [policy, head]
+        optimizers = [policy] if head is None else [policy, head]
+        cfg = self.grpo
+        if cfg.lr_schedule == "constant" and cfg.warmup_steps == 0:
+            return optimizers
+        total = self.total_steps or self.trainer.max_steps
+        schedule = make_scheduler(
+            policy, total, cfg.lr_schedule, cfg.warmup_steps, cfg.min_lr_ratio
+        )
+        return optimizers, [schedule]
 
     @property
     def rl_step(self) -> int:
@@ -131,10 +185,19 @@ class RLVRModule(L.LightningModule):
 
     # ------------------------------------------------------------------ helpers
     def _encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(
-            list(prompts), padding=True, return_tensors="pt", add_special_tokens=False
-        )
-        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        ids, mask = self.prompts.encode(prompts, self.device)
+        if (
+            self.context is not None
+            and ids.shape[1] + self.rollout_cfg.max_new_tokens > self.context
+        ):
+            longest = int(mask.sum(-1).argmax())
+            check_fits_context(
+                [(int(mask[longest].sum()), f"{prompts[longest][:60]!r}...")],
+                self.rollout_cfg.max_new_tokens,
+                self.context,
+                type(self.model).__name__,
+            )
+        return ids, mask
 
     def _decode(self, rollout: Rollout) -> list[str]:
         return self.tokenizer.batch_decode(rollout.tokens.tolist(), skip_special_tokens=True)
@@ -146,9 +209,10 @@ class RLVRModule(L.LightningModule):
         was_training = self.model.training
         self.model.eval()
         try:
-            return self.sampler.rollout(
-                self.model, ids, mask, controller, generator=self.generator, greedy=greedy
-            )
+            with self._full_weights():
+                return self.sampler.rollout(
+                    self.model, ids, mask, controller, generator=self.generator, greedy=greedy
+                )
         finally:
             self.model.train(was_training)
 
@@ -181,6 +245,7 @@ class RLVRModule(L.LightningModule):
 
         prompts = [p.prompt for p in batch for _ in range(group)]
         golds = [p.answer for p in batch for _ in range(group)]
+        lr = self._policy_lr()
         rollout = self._sample(prompts, self.controller)
         if not bool(torch.isfinite(rollout.logprobs).all()):  # NaN/inf logits reach these
             self._stop_nonfinite(
@@ -189,7 +254,8 @@ class RLVRModule(L.LightningModule):
         rollout_seconds = time.perf_counter() - started
 
         texts = self._decode(rollout)
-        scored = self.scorer(texts, golds)
+        columns = [p.columns for p in batch for _ in range(group)]
+        scored = self.scorer(texts, golds, prompts=prompts, columns=columns)
         rewards = torch.tensor(scored.rewards, device=self.device)
         advantages = group_advantages(
             rewards,
@@ -200,7 +266,8 @@ class RLVRModule(L.LightningModule):
         )
         policy_opt, *head_opt = self._optimizers()
         if phase == HEAD_PHASE:
-            update_metrics, statistics = self._update_head(rollout, advantages, head_opt[0])
+            with self._full_weights():  # the policy is frozen: no-grad passes only
+                update_metrics, statistics = self._update_head(rollout, advantages, head_opt[0])
         else:
             update_metrics, statistics = self._update_policy(rollout, advantages, policy_opt)
         metrics.update(update_metrics)
@@ -227,6 +294,7 @@ class RLVRModule(L.LightningModule):
                 "explore/temperature_std": masked_std(rollout.temperatures, mask),
                 "explore/unique_answers": unique_answers(scored.answers, group),
                 "method/phase_head": float(phase == HEAD_PHASE),
+                "train/lr": lr,
                 "time/rollout_s": rollout_seconds,
                 "time/step_s": time.perf_counter() - started,
             }
@@ -234,8 +302,11 @@ class RLVRModule(L.LightningModule):
         if self.controller.per_token:
             metrics.update(self._temperature_profile(rollout))
         if self.samples is not None and self.samples.due(step) and self.trainer.is_global_zero:
-            self._save_samples(rollout, texts, prompts, golds, scored, step)
+            shown = self.prompts.shown(rollout.prompt_ids, rollout.prompt_mask)
+            self._save_samples(rollout, texts, shown, golds, scored, step)
+        metrics.update(scored.component_means())
         metrics.update(self._reward_stats())
+        self._advance_schedule()
         self._emit(metrics, step)
         self.log_dict(
             {"reward": metrics["train/reward_mean"], "acc": metrics["train/accuracy"]},
@@ -267,6 +338,16 @@ class RLVRModule(L.LightningModule):
     def _optimizers(self) -> list:
         opts = self.optimizers()
         return list(opts) if isinstance(opts, (list, tuple)) else [opts]
+
+    def _policy_lr(self) -> float:
+        """The policy's learning rate for this step's update (the schedule's current value)."""
+        return float(self._optimizers()[0].optimizer.param_groups[0]["lr"])
+
+    def _advance_schedule(self) -> None:
+        """Step the learning-rate schedule once per RL step (after the step's updates)."""
+        schedule = self.lr_schedulers()
+        if schedule is not None:
+            schedule.step()
 
     def _temperature_profile(self, rollout: Rollout) -> dict[str, float]:
         """Mean T by position bucket and by token class (per-token methods only)."""
@@ -333,10 +414,11 @@ class RLVRModule(L.LightningModule):
     def _statistics(self, rollout: Rollout, rows: torch.Tensor) -> torch.Tensor | None:
         """A separate no-grad pass for controllers that want post-update statistics."""
         store = None
-        for idx in self._chunks(rows):
-            part = rollout.select(idx)
-            logits = self._completion_logits(self.model, part)
-            store = self._collect(store, idx, logits, part, rollout.tokens.shape[0])
+        with self._full_weights():
+            for idx in self._chunks(rows):
+                part = rollout.select(idx)
+                logits = self._completion_logits(self.model, part)
+                store = self._collect(store, idx, logits, part, rollout.tokens.shape[0])
         return store
 
     @staticmethod
@@ -369,7 +451,7 @@ class RLVRModule(L.LightningModule):
         wants_stats = self._wants_statistics()
         statistics = None
         old, ref = {}, {}
-        with torch.no_grad():
+        with torch.no_grad(), self._full_weights():
             for i, idx in enumerate(chunks):
                 part = rollout.select(idx)
                 if cfg.mu > 1:
@@ -379,6 +461,9 @@ class RLVRModule(L.LightningModule):
                         statistics = self._collect(statistics, idx, logits, part, local_rows)
                 if self.ref_model is not None:
                     ref[i] = self._completion_logprobs(self.ref_model, part)
+                elif cfg.beta > 0:  # LoRA: the policy itself with its adapters disabled
+                    with reference_model(self.model) as base:
+                        ref[i] = self._completion_logprobs(base, part)
         sums: dict[str, float] = defaultdict(float)
         for pass_ in range(cfg.mu):
             opt.zero_grad()
@@ -409,8 +494,12 @@ class RLVRModule(L.LightningModule):
                 weight = float(part.mask.sum()) / local_tokens
                 sums["loss/clip_frac"] += float(stats["clip_frac"]) * weight / cfg.mu
                 sums["loss/kl"] += float(stats["kl"]) * weight / cfg.mu
-            self._balance_backward(len(chunks), most, params)
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            if self._fsdp is None:
+                self._balance_backward(len(chunks), most, params)
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            else:  # sharded gradients: real balancing passes, the global norm
+                self._fsdp_balance_backward(len(chunks), most, rollout)
+                norm = clip_grad_norm(self.model.parameters(), cfg.max_grad_norm)
             self._require_finite(norm, "the policy's gradient norm", opt)
             self._step(opt, counted=pass_ == cfg.mu - 1)
             sums["loss/policy"] += pass_loss / cfg.mu
@@ -493,6 +582,8 @@ class RLVRModule(L.LightningModule):
                 sums["method/head_loss"] += float(loss.detach()) * world / cfg.mu
                 sums["method/head_clip_frac"] += float(stats["clip_frac"]) * weight / cfg.mu
             self._balance_backward(len(chunks), most, params)
+            if self._fsdp is not None:  # the head is not sharded: average it as DDP would
+                average_gradients(params)
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             self._require_finite(norm, "the temperature head's gradient norm", opt)
             self._step(opt, counted=pass_ == cfg.mu - 1)
@@ -516,8 +607,10 @@ class RLVRModule(L.LightningModule):
     def evaluate_now(self) -> None:
         """One held-out evaluation outside Lightning's validation loop."""
         self.on_validation_epoch_start()
-        for index, batch in enumerate(self.trainer.datamodule.val_dataloader()):
-            self.validation_step(batch, index)
+        loaders = self.trainer.datamodule.val_dataloader()
+        for task_index, loader in enumerate(loaders if isinstance(loaders, list) else [loaders]):
+            for index, batch in enumerate(loader):
+                self.validation_step(batch, index, task_index)
         self._finish_evaluation()
 
     def on_validation_epoch_start(self) -> None:
@@ -539,10 +632,13 @@ class RLVRModule(L.LightningModule):
             torch.cuda.set_rng_state_all(cuda)
         self._train_rng = None
 
-    def validation_step(self, batch: list[Problem], batch_idx: int) -> None:
+    def validation_step(
+        self, batch: list[Problem], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Score one batch of held-out task `dataloader_idx` (0 = the training task)."""
         cfg = self.eval_cfg
-        self._eval_records += score_problems(
-            self._eval_sample, self.scorer, batch, cfg.samples, cfg.greedy
+        self._eval_records[dataloader_idx] += score_problems(
+            self._eval_sample, self.eval_scorers[dataloader_idx], batch, cfg.samples, cfg.greedy
         )
 
     def _eval_sample(self, prompts: list[str], greedy: bool) -> Samples:
@@ -558,10 +654,13 @@ class RLVRModule(L.LightningModule):
 
     def _finish_evaluation(self) -> dict[str, float] | None:
         self._restore_training_rng()
-        records, self._eval_records = self._eval_records, []
+        records, self._eval_records = self._eval_records, defaultdict(list)
         if not records or self.trainer.sanity_checking:
             return None
-        metrics = evaluation_metrics(records, self.eval_cfg, f"eval/{self.task_name}")
+        metrics: dict[str, float] = {}
+        for index, task_records in sorted(records.items()):
+            prefix = f"eval/{self.eval_names[index]}"
+            metrics.update(evaluation_metrics(task_records, self.eval_cfg, prefix))
         self.last_eval_step = self.rl_step
         self._emit(metrics, self.rl_step)
         return metrics

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from tempo.models.lora import is_lora
 from tempo.models.policy import decoder_body, position_ids_from_mask
 
 SUPPORTED_TYPES = ("qwen2", "qwen3", "llama", "mistral")
@@ -30,6 +31,8 @@ FUSE_MAX_PARAMS = 200_000_000
 
 def supports(model: PreTrainedModel) -> str | None:
     """None when the fast step reproduces `model`'s forward, else the reason it cannot."""
+    if is_lora(model):
+        return "LoRA adapters (the fast step reads the base weights only)"
     config = model.config
     if config.model_type not in SUPPORTED_TYPES:
         return f"model_type {config.model_type!r} (fast step knows {', '.join(SUPPORTED_TYPES)})"
