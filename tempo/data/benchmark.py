@@ -9,14 +9,21 @@ fields. Data comes, in this order, from
 3. the hub (``path`` with optional ``subset`` and ``revision``; the local cache in offline mode).
 
 Local files use the roles ``train`` and ``test`` as their names, whatever the hub splits are
-called (AIME 2024's only hub split is "train"; its local file is ``test.jsonl``).
+called (AIME 2024's only hub split is "train"; its local file is ``test.jsonl``). Data with
+a train split and no test split also works (a single ``data_files.train`` file, a data_dir
+folder with only ``train.<ext>``, or a hub dataset whose only split is the train split, e.g.
+open-s1): ``holdout: N`` (ours) then holds out N of its usable rows as the test split, chosen
+by a hash of each question under ``holdout_seed`` (the same rows on every run, whatever the row
+order, the training seed or the RL seed).
 
 Everything is loaded and checked in ``__init__``, so a bad id, file or field fails before any
 model work, with one `ConfigError` line. Rows whose gold answer cannot be extracted are
 skipped and counted (``skipped``). Training reads a seeded permutation of the train split,
 reshuffled every pass (``train_problem`` wraps around); evaluation reads the first
 ``num_test`` test rows in file order. Answers are checked by Math-Verify (gold first), so no
-``answer_check`` is set.
+``answer_check`` is set. Subclasses (`tempo.data.multiple_choice.MultipleChoiceTask`) reuse the
+loading and change how a row becomes a problem through `_row_problem` / `_row_columns` and the
+allowed answer formats through `ANSWER_FORMATS`.
 """
 
 from __future__ import annotations
@@ -87,7 +94,15 @@ class BenchmarkTask:
     After loading: `source` says where the data came from, `train_size` counts training
     problems (0 when eval-only), `skipped` / `skipped_by_role` count rows without an
     extractable gold answer.
+
+    `holdout` (ours) turns train-only data (a single ``data_files.train`` file, a data_dir
+    folder with only a train file, or a hub dataset's `train_split` when `test_split` is null or
+    not a split of it) into train and test splits: the `holdout` usable rows whose
+    ``blake2b(holdout_seed|question)`` sorts lowest are held out (in file order), the rest are
+    trained on; their ids keep the train split's row numbers.
     """
+
+    ANSWER_FORMATS: tuple[str, ...] = ANSWER_FORMATS  # allowed `answer_format` values
 
     def __init__(
         self,
@@ -100,7 +115,7 @@ class BenchmarkTask:
         data_dir: str | None = None,
         cache_dir: str | None = None,
         train_split: str | None = "train",
-        test_split: str = "test",
+        test_split: str | None = "test",
         question_field: str = "problem",
         answer_field: str = "answer",
         solution_field: str | None = None,
@@ -109,6 +124,8 @@ class BenchmarkTask:
         num_test: int | None = None,
         seed: int = 0,
         filters: Mapping[str, Any] | None = None,
+        holdout: int | None = None,
+        holdout_seed: int = 0,
     ) -> None:
         self.name = _required_str("name", name)
         self.path = _optional_str("path", path)
@@ -117,12 +134,12 @@ class BenchmarkTask:
         self.data_dir = _optional_str("data_dir", data_dir)
         self.cache_dir = _optional_str("cache_dir", cache_dir)
         self.train_split = _optional_str("train_split", train_split)
-        self.test_split = _required_str("test_split", test_split)
+        self.test_split = _optional_str("test_split", test_split)
         self.question_field = _required_str("question_field", question_field)
         self.answer_field = _required_str("answer_field", answer_field)
         self.solution_field = _optional_str("solution_field", solution_field)
-        if answer_format not in ANSWER_FORMATS:
-            raise ConfigError("answer_format", answer_format, f"one of {ANSWER_FORMATS}")
+        if answer_format not in self.ANSWER_FORMATS:
+            raise ConfigError("answer_format", answer_format, f"one of {self.ANSWER_FORMATS}")
         self.answer_format = answer_format
         if not isinstance(prompt_template, str) or "{question}" not in prompt_template:
             raise ConfigError("prompt_template", prompt_template, "a string containing {question}")
@@ -133,16 +150,28 @@ class BenchmarkTask:
         if not _is_int(seed):
             raise ConfigError("seed", seed, "an integer")
         self.seed = seed
+        if holdout is not None and (not _is_int(holdout) or holdout < 1):
+            raise ConfigError(
+                "holdout", holdout, "an integer >= 1 (rows of the train split to test on), or null"
+            )
+        self.holdout = holdout
+        if not _is_int(holdout_seed):
+            raise ConfigError("holdout_seed", holdout_seed, "an integer")
+        self.holdout_seed = holdout_seed
         self.filters = self._check_filters(filters)
         self.data_files = self._check_data_files(data_files)
+        self._check_holdout_source()
 
         self.skipped = 0  # rows dropped because their gold answer could not be extracted
         self.skipped_by_role: dict[str, int] = {}
         self.source = ""
         self._origin: dict[str, str] = {}  # role -> the config key that supplied its data
         tables = self._load()
-        self._test = self._problems("test", tables["test"])
-        self._train = self._problems("train", tables["train"]) if "train" in tables else None
+        if self.holdout is None:
+            self._test = self._problems("test", tables["test"])
+            self._train = self._problems("train", tables["train"]) if "train" in tables else None
+        else:
+            self._train, self._test = self._hold_out(self._problems("train", tables["train"]))
         self._fingerprint = self._digest()
         self._epoch: tuple[int, list[int]] | None = None
 
@@ -219,8 +248,13 @@ class BenchmarkTask:
             if value is None:
                 continue
             found[role] = self._check_file(f"data_files.{role}", value)
-        if found and "test" not in found:
-            raise ConfigError("data_files.test", None, "a file with the held-out problems")
+        if found and "test" not in found and self.holdout is None:
+            raise ConfigError(
+                "data_files.test",
+                None,
+                "a file with the held-out problems (or holdout: N to test on N rows of the train"
+                " file)",
+            )
         if "train" in found and self.train_split is None:
             raise ConfigError(
                 "data_files.train",
@@ -229,6 +263,38 @@ class BenchmarkTask:
                 "set train_split: train to train on this file",
             )
         return found
+
+    def _check_holdout_source(self) -> None:
+        """`holdout` needs train-only data; `test_split` null needs `holdout`."""
+        if self.holdout is None:
+            if self.test_split is None and not self.data_files:
+                raise ConfigError(
+                    "test_split",
+                    None,
+                    "a split to evaluate on, or holdout: N to hold out N rows of the train split",
+                )
+            return
+        if self.data_files and set(self.data_files) != {"train"}:
+            raise ConfigError(
+                "holdout",
+                self.holdout,
+                "null unless data_files gives only a train file (it holds out rows of that file;"
+                " data_files.test is the held-out split here)",
+            )
+        if not self.data_files and self.path is None and self.data_dir is None:
+            raise ConfigError(
+                "holdout",
+                self.holdout,
+                "null unless data_files gives only a train file, or a data_dir / hub dataset"
+                " (path) gives a train split without a test split",
+            )
+        if self.train_split is None:
+            raise ConfigError(
+                "holdout",
+                self.holdout,
+                "null for an eval-only benchmark (train_split is null): it holds out rows of the"
+                " train split",
+            )
 
     @staticmethod
     def _check_file(key: str, value: object) -> Path:
@@ -256,14 +322,22 @@ class BenchmarkTask:
                 if (folder / f"{role}{suffix}").is_file():
                     found[role] = folder / f"{role}{suffix}"
                     break
-        if "test" not in found:
+        needed = "test" if self.holdout is None else "train"
+        if needed not in found:
             if self.path is None:
                 raise ConfigError(
                     "data_dir",
                     self.data_dir,
-                    f"a folder holding {self.name}/test.jsonl (or .json/.parquet/.csv)",
+                    f"a folder holding {self.name}/{needed}.jsonl (or .json/.parquet/.csv)",
                 )
             return {}, ""
+        if self.holdout is not None and "test" in found:
+            raise ConfigError(
+                "holdout",
+                self.holdout,
+                f"null when data_dir has a test file ({found['test']}; holdout is for data"
+                " without a test split): set holdout: null to test on that file",
+            )
         return found, "data_dir"
 
     def _load(self) -> dict[str, Any]:
@@ -283,14 +357,25 @@ class BenchmarkTask:
             )
         self.source = self.path + (f" ({self.subset})" if self.subset else "")
         splits = self._load_hub()
-        wanted = {"test": self.test_split}
-        if self.train_split is not None:
-            wanted["train"] = self.train_split
+        if self.holdout is not None:
+            if self.test_split is not None and self.test_split in splits:
+                raise ConfigError(
+                    "holdout",
+                    self.holdout,
+                    f"null when {self.source} has the test split {self.test_split!r} (set"
+                    " test_split: null to hold out rows of the train split instead)",
+                )
+            wanted = {"train": self.train_split}
+        else:
+            wanted = {"test": self.test_split}
+            if self.train_split is not None:
+                wanted["train"] = self.train_split
         tables = {}
         for role, split in wanted.items():
             if split not in splits:
+                hint = " (or holdout: N to test on N rows of the train split)" * (role == "test")
                 raise ConfigError(
-                    f"{role}_split", split, f"a split of {self.source}: {sorted(splits)}"
+                    f"{role}_split", split, f"a split of {self.source}: {sorted(splits)}{hint}"
                 )
             self._origin[role] = f"{role}_split"
             tables[role] = splits[split]
@@ -336,41 +421,52 @@ class BenchmarkTask:
 
     # ----------------------------------------------------------------- rows -> problems
 
+    def _row_columns(self) -> list[tuple[str, str | None]]:
+        """(config key, column) pairs every row must have; None = the key is unset."""
+        return [
+            ("question_field", self.question_field),
+            ("answer_field", self.answer_field),
+            ("solution_field", self.solution_field),
+        ]
+
+    def _row_problem(self, problem_id: str, row: dict[str, Any]) -> Problem | None:
+        """One row as a problem, or None when its question or gold answer is unusable."""
+        answer = extract_answer(row[self.answer_field], self.answer_format)
+        question = row[self.question_field]
+        if answer is None or not isinstance(question, str) or not question.strip():
+            return None
+        question = question.strip()
+        solution_value = row[self.solution_field] if self.solution_field else None
+        return Problem(
+            id=problem_id,
+            question=question,
+            prompt=self.prompt_template.replace("{question}", question),
+            answer=answer,
+            solution=build_solution(solution_value, answer, self.answer_format),
+            columns=row,
+        )
+
     def _problems(self, role: str, table: Any) -> list[Problem]:
         if len(table) == 0:
             raise ConfigError(self._origin[role], self._where(role), "a non-empty split")
         columns = list(table.column_names)
         fields = [
-            ("question_field", self.question_field),
-            ("answer_field", self.answer_field),
-            ("solution_field", self.solution_field),
+            *self._row_columns(),
             *((f"filters.{column}", column) for column in self.filters),
         ]
         for key, column in fields:
             if column is not None and column not in columns:
                 raise ConfigError(key, column, f"a column of the {role} data: found {columns}")
-        needed = list(dict.fromkeys(c for _, c in fields if c is not None))
         problems: list[Problem] = []
         skipped = 0
-        for index, row in enumerate(table.select_columns(needed).to_list()):
+        for index, row in enumerate(table.to_list()):
             if any(row[column] not in allowed for column, allowed in self.filters.items()):
                 continue
-            answer = extract_answer(row[self.answer_field], self.answer_format)
-            question = row[self.question_field]
-            if answer is None or not isinstance(question, str) or not question.strip():
+            problem = self._row_problem(f"{self.name}/{role}/{index}", row)
+            if problem is None:
                 skipped += 1
                 continue
-            question = question.strip()
-            solution_value = row[self.solution_field] if self.solution_field else None
-            problems.append(
-                Problem(
-                    id=f"{self.name}/{role}/{index}",
-                    question=question,
-                    prompt=self.prompt_template.replace("{question}", question),
-                    answer=answer,
-                    solution=build_solution(solution_value, answer, self.answer_format),
-                )
-            )
+            problems.append(problem)
         self.skipped += skipped
         self.skipped_by_role[role] = skipped
         if not problems:
@@ -383,10 +479,28 @@ class BenchmarkTask:
             )
         return problems
 
+    def _hold_out(self, pool: list[Problem]) -> tuple[list[Problem], list[Problem]]:
+        """(train, test): the `holdout` problems of `pool` that hash lowest go to test."""
+        if self.holdout >= len(pool):
+            raise ConfigError(
+                "holdout",
+                self.holdout,
+                f"fewer than the {len(pool)} usable rows of {self._origin['train']}"
+                " (the others train)",
+            )
+
+        def rank(position: int) -> tuple[bytes, int]:
+            key = f"{self.holdout_seed}|{pool[position].question}".encode()
+            return hashlib.blake2b(key, digest_size=16).digest(), position
+
+        held = set(sorted(range(len(pool)), key=rank)[: self.holdout])
+        train = [p for i, p in enumerate(pool) if i not in held]
+        return train, [p for i, p in enumerate(pool) if i in held]
+
     def _where(self, role: str) -> str:
         """The value behind `_origin[role]`: the split name or the file path."""
         if self._origin[role].endswith("_split"):
-            return self.test_split if role == "test" else str(self.train_split)
+            return str(self.test_split if role == "test" else self.train_split)
         if self._origin[role] == "data_dir":
             return str(self.data_dir)
         return str(self.data_files[role])

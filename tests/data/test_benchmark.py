@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import time
@@ -21,7 +22,16 @@ from tempo.data.problem import Problem
 from tempo.hydra_cli import build as build_part
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-BENCHMARKS = ("gsm8k", "math", "math500", "aime24", "amc23", "minerva", "olympiadbench")
+BENCHMARKS = (
+    "gsm8k",
+    "math",
+    "math500",
+    "aime24",
+    "amc23",
+    "minerva",
+    "olympiadbench",
+    "omni_math",
+)
 SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}.\n"
 
 
@@ -215,6 +225,41 @@ OLYMPIAD_TEST = [
 ]
 
 
+OMNI_MATH_TEST = [
+    {
+        "domain": ["Mathematics -> Algebra -> Intermediate Algebra -> Inequalities"],
+        "difficulty": 6.5,
+        "problem": "Find the largest $c$ with $a^2+b^2 \\ge c\\,ab$ for all real $a, b$.",
+        "solution": "By AM-GM, $a^2+b^2 \\ge 2ab$, so the answer is $\\boxed{2}$.",
+        "answer": "2",
+        "source": "china_national_olympiad",
+    },
+    {
+        "domain": ["Mathematics -> Number Theory -> Other", "Mathematics -> Algebra -> Other"],
+        "difficulty": 8.0,
+        "problem": "Determine all $n$ such that $n^2 + 1$ divides $n + 1$.",
+        "solution": "Only small $n$ work; checking gives $n \\in \\{0, 1\\}$.",
+        "answer": "\\{0, 1\\}",
+        "source": "imo_shortlist",
+    },
+]
+
+# open-s1 rows: problem / solution / answer / source / messages (a chat list).
+OPEN_S1_TRAIN = [
+    {
+        "problem": f"What is ${i} \\times 3$?",
+        "solution": f"Multiplying, ${i} \\times 3 = \\boxed{{{3 * i}}}$.",
+        "answer": str(3 * i),
+        "source": "AI-MO/NuminaMath-CoT/synthetic_math",
+        "messages": [
+            {"content": f"What is ${i} \\times 3$?", "role": "user"},
+            {"content": f"${3 * i}$", "role": "assistant"},
+        ],
+    }
+    for i in range(1, 13)
+]
+
+
 # ------------------------------------------------------------------ one test per shipped YAML
 
 
@@ -367,6 +412,32 @@ def test_olympiadbench_yaml_takes_the_first_final_answer_without_dollars(tmp_pat
     ]
     assert task.skipped == 1  # empty final_answer list
     assert [p.id for p in task.test_problems()] == ["olympiadbench/test/0", "olympiadbench/test/1"]
+
+
+def test_omni_math_yaml_is_eval_only_with_raw_latex_answers(tmp_path):
+    task = build(
+        "omni_math",
+        tmp_path,
+        data_files={"test": write_jsonl(tmp_path / "o.jsonl", OMNI_MATH_TEST)},
+    )
+    assert quad(task.test_problems()) == [
+        (
+            OMNI_MATH_TEST[0]["problem"],
+            "2",
+            OMNI_MATH_TEST[0]["problem"] + SUFFIX,
+            "By AM-GM, $a^2+b^2 \\ge 2ab$, so the answer is $2$. \\boxed{2}",
+        ),
+        (
+            OMNI_MATH_TEST[1]["problem"],
+            "\\{0, 1\\}",
+            OMNI_MATH_TEST[1]["problem"] + SUFFIX,
+            OMNI_MATH_TEST[1]["solution"] + " \\boxed{\\{0, 1\\}}",
+        ),
+    ]
+    assert getattr(task, "answer_check", None) is None  # checked by Math-Verify
+    assert task.test_problems()[1].columns["domain"] == OMNI_MATH_TEST[1]["domain"]
+    with pytest.raises(ConfigError, match="no train split"):
+        task.train_problem(0)
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
@@ -610,3 +681,105 @@ def test_build_solution_always_ends_in_the_boxed_answer():
 def test_default_prompt_matches_the_yamls():
     for name in BENCHMARKS:
         assert load_yaml(name).prompt_template == DEFAULT_PROMPT
+
+
+# ------------------------------------------------------------------ open-s1: hub holdout
+
+
+def held_out(rows: list[dict], field: str, n: int, seed: int) -> list[str]:
+    """The documented rule, recomputed: the n questions whose blake2b(seed|question) is lowest,
+    in row order."""
+    ranked = sorted(
+        range(len(rows)),
+        key=lambda i: hashlib.blake2b(f"{seed}|{rows[i][field]}".encode(), digest_size=16).digest(),
+    )
+    return [rows[i][field] for i in sorted(ranked[:n])]
+
+
+def hub_folder(root: Path, splits: dict[str, list[dict]]) -> str:
+    """A dataset repository laid out as on the hub (data/<split>-00000-of-00001.parquet), which
+    `datasets.load_dataset(path)` reads through the same hub code path, offline."""
+    for split, rows in splits.items():
+        write_parquet(root / "data" / f"{split}-00000-of-00001.parquet", rows)
+    return str(root)
+
+
+def test_open_s1_yaml_holds_out_rows_of_the_hub_train_split(tmp_path):
+    repo = hub_folder(tmp_path / "open-s1", {"train": OPEN_S1_TRAIN})
+    task = build("open_s1", tmp_path, path=repo, holdout=4)
+    assert task.source == repo and task.test_split is None
+    test = task.test_problems()
+    assert [p.question for p in test] == held_out(OPEN_S1_TRAIN, "problem", 4, seed=0)
+    assert task.train_size == 8
+    train = {task.train_problem(i).question for i in range(8)}
+    assert train | {p.question for p in test} == {r["problem"] for r in OPEN_S1_TRAIN}
+    assert not train & {p.question for p in test}
+    rows = {r["problem"]: (i, r) for i, r in enumerate(OPEN_S1_TRAIN)}
+    for problem in test:
+        index, row = rows[problem.question]
+        assert problem.id == f"open_s1/train/{index}"  # ids keep the train split's row numbers
+        assert problem.answer == row["answer"]
+        assert problem.solution == (
+            f"Multiplying, ${index + 1} \\times 3 = {row['answer']}$. \\boxed{{{row['answer']}}}"
+        )
+    other = build("open_s1", tmp_path, path=repo, holdout=4, holdout_seed=1)
+    assert [p.question for p in other.test_problems()] == held_out(
+        OPEN_S1_TRAIN, "problem", 4, seed=1
+    )
+    assert load_yaml("open_s1").holdout == 500  # the shipped value (ours)
+
+
+def test_open_s1_yaml_with_a_local_train_file_or_data_dir(tmp_path, monkeypatch):
+    expected = held_out(OPEN_S1_TRAIN, "problem", 3, seed=0)
+    path = write_jsonl(tmp_path / "all.jsonl", OPEN_S1_TRAIN)
+    task = build("open_s1", tmp_path, data_files={"train": path}, holdout=3)
+    assert [p.question for p in task.test_problems()] == expected
+    data = tmp_path / "data"
+    write_parquet(data / "open_s1" / "train.parquet", OPEN_S1_TRAIN)
+    monkeypatch.setenv("TEMPO_DATA_DIR", str(data))
+    from_dir = build("open_s1", tmp_path, holdout=3, data_dir=str(data))
+    assert [p.question for p in from_dir.test_problems()] == expected
+    assert str(data / "open_s1" / "train.parquet") in from_dir.source
+    write_jsonl(data / "open_s1" / "test.jsonl", OPEN_S1_TRAIN[:2])
+    with pytest.raises(ConfigError, match="has a test file") as err:
+        build("open_s1", tmp_path, holdout=3, data_dir=str(data))
+    assert err.value.key == "task.holdout"
+
+
+def test_open_s1_composes_with_train_yaml(tmp_path):
+    repo = hub_folder(tmp_path / "open-s1", {"train": OPEN_S1_TRAIN})
+    overrides = [
+        "task=open_s1",
+        f"task.path={repo}",
+        "task.holdout=2",
+        f"task.cache_dir={tmp_path / 'hf-cache'}",
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    task = build_part("task", cfg.task)
+    assert task.name == "open_s1" and task.train_size == 10 and len(task.test_problems()) == 2
+    assert cfg.task.prompt_template == DEFAULT_PROMPT
+
+
+@pytest.mark.parametrize(
+    ("splits", "values", "key", "text"),
+    [
+        (  # a real test split is never silently replaced by held-out rows
+            ("train", "test"),
+            {"holdout": 2, "test_split": "test"},
+            "task.holdout",
+            "has the test split 'test'",
+        ),
+        (("train",), {"holdout": None}, "task.test_split", "or holdout: N"),
+        (("train",), {"holdout": None, "test_split": "test"}, "task.test_split", "or holdout: N"),
+        (("train",), {"holdout": 2, "train_split": None}, "task.holdout", "eval-only"),
+        (("train",), {"holdout": 2, "train_split": "dev"}, "task.train_split", "['train']"),
+        (("train",), {"holdout": 12}, "task.holdout", "fewer than the 12 usable rows"),
+    ],
+)
+def test_bad_hub_holdout_settings_fail_in_one_line(tmp_path, splits, values, key, text):
+    repo = hub_folder(tmp_path / "repo", {split: OPEN_S1_TRAIN for split in splits})
+    with pytest.raises(ConfigError) as err:
+        build("open_s1", tmp_path, path=repo, **values)
+    assert err.value.key == key and text in str(err.value), str(err.value)
+    assert "\n" not in str(err.value)
