@@ -45,6 +45,7 @@ from tempo.rl.settings import (
     RewardConfig,
     RolloutConfig,
     TrainerConfig,
+    task_checks,
 )
 from tempo.temperature.base import TemperatureController
 
@@ -282,7 +283,7 @@ def _train(
     # one loaded from the cache does not, and the run must not depend on which happened.
     L.seed_everything(seed, workers=True, verbose=False)
     parts.method.setup(model.config.hidden_size, model.config.vocab_size, parts.trainer.max_steps)
-    scorer = parts.reward.scorer(check=getattr(parts.task, "answer_check", None))
+    scorer = parts.reward.for_task(parts.task)
     eval_scorers = _eval_scorers(parts, scorer)
     module = RLVRModule(
         model,
@@ -373,16 +374,15 @@ def preflight(parts: RunParts) -> ModelIO:
 
 
 def _eval_scorers(parts: RunParts, training_scorer: Any) -> dict[int, Any]:
-    """A scorer per extra held-out task: the training task's when the answer check is the same
-    (one verifier pool), else one of its own."""
-    own = getattr(parts.task, "answer_check", None)
-    by_check: dict[Any, Any] = {own: training_scorer}
+    """A scorer per extra held-out task: the training task's when the answer check and
+    extraction are the same (one verifier pool), else one of its own."""
+    by_checks: dict[Any, Any] = {task_checks(parts.task): training_scorer}
     scorers = {}
     for task in parts.eval_tasks:
-        check = getattr(task, "answer_check", None)
-        if check not in by_check:
-            by_check[check] = parts.reward.scorer(check=check)
-        scorers[id(task)] = by_check[check]
+        checks = task_checks(task)
+        if checks not in by_checks:
+            by_checks[checks] = parts.reward.scorer(*checks)
+        scorers[id(task)] = by_checks[checks]
     return scorers
 
 
@@ -502,6 +502,9 @@ def _make_trainer(
             auto_insert_metric_name=False,
             every_n_train_steps=parts.trainer.checkpoint_every,
             save_top_k=parts.trainer.keep_checkpoints,
+            # Keeping the newest N > 1 needs a quantity to rank by: the step, highest first.
+            monitor="step" if parts.trainer.keep_checkpoints > 1 else None,
+            mode="max",
             save_last=True,
         ),
         *extra_callbacks,

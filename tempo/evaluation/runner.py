@@ -154,7 +154,7 @@ def run_evaluation(
         if not problems:
             raise ConfigError("tasks", task.name, "a task with held-out problems (none found)")
         print(f"[tempo] evaluating {task.name}: {len(problems)} problems", flush=True)
-        scorer = parts.reward.scorer(check=getattr(task, "answer_check", None))
+        scorer = parts.reward.for_task(task)
         try:
             module.begin_task(scorer)
             loader = DataLoader(problems, batch_size=opts.batch_size, collate_fn=list)

@@ -20,7 +20,15 @@ from typing import Any
 
 from tempo.rewards.functions import CALL_REWARD, DEFAULT_FUNCTIONS, RewardFunction, parse_functions
 from tempo.rewards.math_rewards import format_reward
-from tempo.rewards.verifier import EXTRACT_ANSWER, EXTRACTIONS, Job, Outcome, Tally, VerifierPool
+from tempo.rewards.verifier import (
+    EXTRACT_ANSWER,
+    EXTRACTIONS,
+    Job,
+    Outcome,
+    Tally,
+    VerifierPool,
+    _preview,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,13 @@ class RewardScorer:
     whole completion). ``timeout`` bounds each answer check and, unless an entry sets its
     own, each user function call. ``max_answer_chars`` and ``memory_limit_mb`` bound what one
     answer may cost (see `VerifierPool`): whatever the completions, a call returns scores.
+
+    ``extract`` is a task's own picklable, top-level ``completion -> answer | None`` (e.g.
+    `tempo.rewards.code.extract_code`: the code, not a ``\boxed{}``); it replaces
+    ``extraction`` and runs in the same timed workers (one item per completion), and its
+    answers go to the check unstripped and without shortcuts. Such an extractor may declare
+    the longest answer it produces as an attribute ``max_answer_chars`` (code is longer than
+    any final answer), which then replaces the scorer's cap for its answers.
     """
 
     def __init__(
@@ -75,11 +90,13 @@ class RewardScorer:
         extraction: str = "boxed",
         max_answer_chars: int | None = 1000,
         memory_limit_mb: int | None = 2048,
+        extract: Callable[[str], str | None] | None = None,
     ) -> None:
         if extraction not in EXTRACTIONS:
             raise ValueError(f"extraction must be one of {', '.join(EXTRACTIONS)}: {extraction!r}")
         self.functions = parse_functions(DEFAULT_FUNCTIONS if functions is None else functions)
         self.extraction = extraction
+        self.extract = extract
         user = [f.target for f in self.functions if f.builtin is None]
         preload = user + ([EXTRACT_ANSWER] if check is not None and extraction != "boxed" else [])
         self.pool = VerifierPool(
@@ -102,9 +119,40 @@ class RewardScorer:
     def check(self, completions: Sequence[str], golds: Sequence[str]) -> ScoredBatch:
         """Correctness and extracted answers only (what evaluation needs); no reward function
         runs: ``rewards`` are the 0/1 correctness, ``components`` is empty."""
-        scores, answers = self.pool.verify(list(completions), list(golds), self.extraction)
+        if self.extract is not None:
+            scores, answers = self._check_extracted(list(completions), list(golds))
+        else:
+            scores, answers = self.pool.verify(list(completions), list(golds), self.extraction)
         correct = [s >= 1.0 for s in scores]
         return ScoredBatch([float(c) for c in correct], correct, answers)
+
+    def _check_extracted(
+        self, completions: list[str], golds: list[str]
+    ) -> tuple[list[float], list[str | None]]:
+        """(scores, answers) with the task's own extraction, both passes in the workers."""
+        if len(completions) != len(golds):
+            raise ValueError(f"got {len(completions)} completions but {len(golds)} golds")
+        answers: list[str | None] = [None] * len(completions)
+        rows = [i for i, c in enumerate(completions) if isinstance(c, str) and c.strip()]
+        jobs = [Job(self.extract, (completions[i],)) for i in rows]
+        for i, outcome in zip(rows, self.pool.run(jobs) if jobs else [], strict=True):
+            if outcome.ok and isinstance(outcome.value, str):
+                answers[i] = outcome.value
+        cap = getattr(self.extract, "max_answer_chars", self.pool.max_answer_chars)
+        scores = [0.0] * len(completions)
+        todo: list[int] = []
+        jobs = []
+        for i, (answer, gold) in enumerate(zip(answers, golds, strict=True)):
+            if answer is None or not answer.strip() or not isinstance(gold, str):
+                continue
+            if cap is not None and len(answer) > cap:
+                self.pool.rejected += 1
+                continue
+            todo.append(i)
+            jobs.append(Job(None, (answer, gold), preview=_preview(answer)))
+        for i, outcome in zip(todo, self.pool.run(jobs) if jobs else [], strict=True):
+            scores[i] = 1.0 if outcome.ok and outcome.value else 0.0
+        return scores, answers
 
     def __call__(
         self,

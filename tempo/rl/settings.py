@@ -142,8 +142,13 @@ class RewardConfig:
             _positive_int("memory_limit_mb", self.memory_limit_mb, minimum=64)
         self.resolved = parse_functions(self.functions, "functions")
 
-    def scorer(self, check: Callable[[str, str], bool] | None = None) -> RewardScorer:
-        """The scorer these settings describe; `check` is a task's own answer check."""
+    def scorer(
+        self,
+        check: Callable[[str, str], bool] | None = None,
+        extract: Callable[[str], str | None] | None = None,
+    ) -> RewardScorer:
+        """The scorer these settings describe; `check` is a task's own answer check, `extract`
+        its own answer extraction (replacing `extraction`, e.g. code instead of a box)."""
         return RewardScorer(
             self.timeout,
             self.workers,
@@ -152,7 +157,17 @@ class RewardConfig:
             extraction=self.extraction,
             max_answer_chars=self.max_answer_chars,
             memory_limit_mb=self.memory_limit_mb,
+            extract=extract,
         )
+
+    def for_task(self, task: Any) -> RewardScorer:
+        """The scorer for `task`: its own answer check and extraction where it has them."""
+        return self.scorer(*task_checks(task))
+
+
+def task_checks(task: Any) -> tuple[Any, Any]:
+    """(answer_check, extract_answer) of a task, None where it uses the run's defaults."""
+    return getattr(task, "answer_check", None), getattr(task, "extract_answer", None)
 
 
 @dataclass
