@@ -122,6 +122,8 @@ def _name_from_dir(path: Path) -> str:
 def _run_name(path: Path, config: dict[str, Any]) -> str:
     """The run name; Hydra saves `run_name` unresolved, so rebuild it from the method choice."""
     raw = config.get("run_name")
+    if isinstance(raw, str) and isinstance(config.get("seed"), int):
+        raw = raw.replace("${seed}", str(config["seed"]))  # e.g. a preset's fixed-T0.9-s${seed}
     if isinstance(raw, str) and "${" not in raw:
         return raw
     hydra_cfg = _read_yaml(path / ".hydra" / "hydra.yaml").get("hydra") or {}

@@ -64,3 +64,18 @@ def test_missing_and_empty_dirs_raise(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ReportError, match="empty"):
         load_runs([tmp_path / "empty"])
+
+
+def test_a_preset_run_name_with_only_the_seed_interpolated_labels_the_run(tmp_path):
+    import yaml
+
+    from tempo.reporting.runs import load_run
+    from tests.reporting.synth import make_run
+
+    run = make_run(tmp_path, "fixed", 2)
+    config_path = run / ".hydra" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["run_name"] = "fixed-T0.9-s${seed}"  # conf/baseline/fixed_t0.9.yaml's name
+    config_path.write_text(yaml.safe_dump(config))
+    loaded = load_run(run)
+    assert loaded.label == "fixed-T0.9" and loaded.seed == 2
