@@ -274,3 +274,19 @@ def test_math_verify_extraction_rejects_long_answers_and_is_timed() -> None:
         scores, _ = p.verify(["We get $10^{10^{10}}$.", "x = 2"], ["42", "2"], "math_verify")
         assert scores == [0.0, 1.0] and p.timeouts == 1
         assert time.perf_counter() - start < 2.0 + 8.0
+
+
+@pytest.mark.parametrize(
+    ("gold", "completion", "extraction"),
+    [
+        ("$28\\%$", "28 percent", "math_verify"),
+        ("$28\\%$", "$28$ %", "math_verify"),
+        ("$100%$", "so the error grows by $100\\%$", "math_verify"),
+        ("$\\frac{1}{2}$", "The answer is \\boxed{0.5}", "boxed"),
+    ],
+)
+def test_golds_with_their_own_math_delimiters_are_read_as_written(gold, completion, extraction):
+    # Wrapped in \boxed{...} these golds would not parse ("\boxed{$28\%$}"); read as written
+    # they do, as Math-Verify's own regression cases write them.
+    assert math_reward(completion, gold, extraction=extraction) == 1.0
+    assert math_reward(completion, "$7$", extraction=extraction) == 0.0
