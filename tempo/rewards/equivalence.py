@@ -61,8 +61,8 @@ def _parse(answer: str) -> list:
 @functools.lru_cache(maxsize=4096)
 def _parse_gold(gold: str) -> list:
     """A gold answer's parse (cached: golds repeat across a group's samples). A bare answer
-    (``\frac{1}{2}``) is read inside a box; one that brings its own math delimiters
-    (``$28\%$``) is read as it is written, as Math-Verify's own tests write golds."""
+    (``\\frac{1}{2}``) is read inside a box; one that brings its own math delimiters
+    (``$28\\%$``) is read as it is written, as Math-Verify's own tests write golds."""
     if "$" in gold or "\\(" in gold or "\\[" in gold:
         parsed = parse(gold, parsing_timeout=None, raise_on_error=True)
         if parsed:
