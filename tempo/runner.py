@@ -381,7 +381,7 @@ def _eval_scorers(parts: RunParts, training_scorer: Any) -> dict[int, Any]:
     for task in parts.eval_tasks:
         checks = task_checks(task)
         if checks not in by_checks:
-            by_checks[checks] = parts.reward.scorer(*checks)
+            by_checks[checks] = parts.reward.for_task(task)
         scorers[id(task)] = by_checks[checks]
     return scorers
 

@@ -60,7 +60,7 @@ class FirstOfGroupScorer:
 
 
 class RiggedReward(RewardConfig):
-    def scorer(self, check=None):
+    def scorer(self, check=None, extract=None):
         return FirstOfGroupScorer()
 
 
@@ -75,7 +75,7 @@ class NothingOnRankOne(FirstOfGroupScorer):
 
 
 class UnevenReward(RewardConfig):
-    def scorer(self, check=None):
+    def scorer(self, check=None, extract=None):
         return NothingOnRankOne()
 
 

@@ -124,7 +124,7 @@ class UnevenScorer:
 
 
 class UnevenReward(RewardConfig):
-    def scorer(self, check=None):
+    def scorer(self, check=None, extract=None):
         return UnevenScorer()
 
 

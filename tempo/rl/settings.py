@@ -162,7 +162,8 @@ class RewardConfig:
 
     def for_task(self, task: Any) -> RewardScorer:
         """The scorer for `task`: its own answer check and extraction where it has them."""
-        return self.scorer(*task_checks(task))
+        check, extract = task_checks(task)
+        return self.scorer(check=check, extract=extract)
 
 
 def task_checks(task: Any) -> tuple[Any, Any]:
