@@ -15,9 +15,7 @@ on both ranks, and the run directory's files are written once, by rank 0.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
-import socket
 import subprocess
 import sys
 import traceback
@@ -37,6 +35,7 @@ from tempo.runner import RunParts, make_strategy, run_training
 from tempo.temperature.fixed import FixedTemperature
 from tempo.temperature.introspective import IntrospectiveTemperature
 from tempo.temperature.meta_policy import MetaPolicyTemperature
+from tests.gloo_ranks import run_ranks
 
 WORLD = 2
 GROUP = 4
@@ -167,54 +166,15 @@ def _worker(method: str, run_dir: str, out_dir: str, cache_dir: str, uneven: boo
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ddp(method: str, tmp_path: Path, uneven: bool = False) -> tuple[list[dict], dict]:
     """Start both ranks (environment as torchrun sets it), wait, return their results and the
     starting policy weights (built here first, so the ranks load them from the cache)."""
     cache = str(tmp_path / "cache")
     initial = _tiny(cache).build(ArithmeticTask(num_test=4))[0].state_dict()
-    ctx = mp.get_context("spawn")
-    port, procs = _free_port(), []
-    keys = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
-    saved = {k: os.environ.get(k) for k in keys}
-    try:
-        for rank in range(WORLD):
-            os.environ.update(
-                MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(port),
-                WORLD_SIZE=str(WORLD),
-                RANK=str(rank),
-                LOCAL_RANK=str(rank),
-                NODE_RANK="0",
-            )
-            args = (method, str(tmp_path / "run"), str(tmp_path), cache, uneven)
-            proc = ctx.Process(target=_worker, args=args)
-            proc.start()  # the child inherits this environment
-            procs.append(proc)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    for proc in procs:
-        proc.join(JOIN_TIMEOUT_S)
-    for proc in procs:
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
-    results = []
-    for rank in range(WORLD):
-        path = tmp_path / f"rank{rank}.pt"
-        assert path.is_file(), f"rank {rank} hung or died (exit code {procs[rank].exitcode})"
-        results.append(torch.load(path, weights_only=False))
-        assert "error" not in results[-1], f"rank {rank} failed:\n{results[-1]['error']}"
-    assert [p.exitcode for p in procs] == [0, 0]
+    args = (method, str(tmp_path / "run"), str(tmp_path), cache, uneven)
+    results = run_ranks(
+        _worker, args, lambda rank: tmp_path / f"rank{rank}.pt", WORLD, JOIN_TIMEOUT_S
+    )
     return results, initial
 
 

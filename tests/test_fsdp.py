@@ -12,10 +12,8 @@ all-reduce is the reference) must end with the same weights within float toleran
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import shutil
-import socket
 import traceback
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from tempo.rl.settings import EvalConfig, LoggerConfig, RewardConfig, RolloutCon
 from tempo.runner import RunParts, make_strategy, run_training
 from tempo.temperature.fixed import FixedTemperature
 from tempo.temperature.introspective import IntrospectiveTemperature
+from tests.gloo_ranks import run_ranks
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 WORLD = 2
@@ -200,56 +199,21 @@ def _worker(strategy: str, run_dir: str, out: str, cache: str, steps: int, resum
     torch.save(result, f"{out}-rank{rank}.pt")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(
     strategy: str, run: Path, steps: int = STEPS, resume: bool = False, out: Path | None = None
 ) -> list[dict]:
     """Both ranks of one run in `run` (results beside it, or at `out`); a checkpoint there is
     resumed."""
     out = out or run
-    ctx = mp.get_context("spawn")
-    port, procs = _free_port(), []
-    keys = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
-    saved = {k: os.environ.get(k) for k in keys}
-    try:
-        for rank in range(WORLD):
-            os.environ.update(
-                MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(port),
-                WORLD_SIZE=str(WORLD),
-                RANK=str(rank),
-                LOCAL_RANK=str(rank),
-                NODE_RANK="0",
-            )
-            cache = str(run.parent / "cache")
-            args = (strategy, str(run), str(out), cache, steps, resume)
-            proc = ctx.Process(target=_worker, args=args)
-            proc.start()  # the child inherits this environment
-            procs.append(proc)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    for proc in procs:
-        proc.join(JOIN_TIMEOUT_S)
-    for proc in procs:
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
-    results = []
-    for rank in range(WORLD):
-        path = Path(f"{out}-rank{rank}.pt")
-        assert path.is_file(), f"rank {rank} hung or died (exit code {procs[rank].exitcode})"
-        results.append(torch.load(path, weights_only=False))
-        assert "error" not in results[-1], f"rank {rank} failed:\n{results[-1]['error']}"
-    return results
+    args = (strategy, str(run), str(out), str(run.parent / "cache"), steps, resume)
+    return run_ranks(
+        _worker,
+        args,
+        lambda rank: Path(f"{out}-rank{rank}.pt"),
+        WORLD,
+        JOIN_TIMEOUT_S,
+        check_exit=False,
+    )
 
 
 @pytest.fixture(scope="module")

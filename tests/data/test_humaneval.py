@@ -3,7 +3,6 @@ through the real scorer path (task extraction + task check in the verifier worke
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from tempo.data.code_tasks import HumanEvalTask
 from tempo.hydra_cli import build as build_part
 from tempo.rewards.code import extract_code, parse_gold
 from tempo.rl.settings import RewardConfig
+from tests.data.test_benchmark import write_jsonl
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -52,12 +52,6 @@ ROWS = [
 @pytest.fixture(autouse=True)
 def _no_data_dir(monkeypatch):
     monkeypatch.delenv("TEMPO_DATA_DIR", raising=False)
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return str(path)
 
 
 def build(tmp_path: Path, **overrides) -> HumanEvalTask:
