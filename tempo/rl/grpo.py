@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from tempo.config_error import ConfigError
+from tempo.ops.chunked_logprobs import DEFAULT_CHUNK_TOKENS
 from tempo.rl.lr_schedule import check_schedule
 
 AGGREGATION_MODES = ("grpo", "dapo", "dr_grpo")
@@ -218,6 +219,8 @@ class GRPOConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     micro_batch_size: int = 8
+    micro_batch_tokens: int | None = None  # padded-token budget per micro-batch (None: rows only)
+    logprob_chunk_tokens: int = DEFAULT_CHUNK_TOKENS  # tokens per chunk of full-vocab logits
     lr_schedule: str = "constant"  # constant | linear | cosine (after the warm-up)
     warmup_steps: int = 0  # RL steps of linear warm-up from lr / warmup_steps to lr
     min_lr_ratio: float = 0.0  # linear/cosine end at lr * min_lr_ratio
@@ -238,6 +241,19 @@ class GRPOConfig:
                 "micro_batch_size",
                 lambda: _is_int(self.micro_batch_size) and self.micro_batch_size >= 1,
                 "int >= 1",
+            ),
+            (
+                "micro_batch_tokens",
+                lambda: (
+                    self.micro_batch_tokens is None
+                    or (_is_int(self.micro_batch_tokens) and self.micro_batch_tokens >= 1)
+                ),
+                "null (rows only) or an int >= 1 (padded tokens per micro-batch)",
+            ),
+            (
+                "logprob_chunk_tokens",
+                lambda: _is_int(self.logprob_chunk_tokens) and self.logprob_chunk_tokens >= 1,
+                "int >= 1 (tokens per chunk of full-vocabulary logits)",
             ),
         ]
         for key, ok, allowed in checks:

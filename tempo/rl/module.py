@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from tempo.config_error import ConfigError
 from tempo.data.problem import Problem
 from tempo.distributed import global_max, global_sum, world_size
 from tempo.evaluation.metrics import evaluation_metrics as shared_evaluation_metrics
@@ -37,10 +38,11 @@ from tempo.models.lora import is_lora, reference_model
 from tempo.models.policy import forward_hidden, lm_head
 from tempo.models.prompting import PromptBuilder
 from tempo.models.special_tokens import check_fits_context, context_length
+from tempo.ops.chunked_logprobs import TokenStats, hidden_token_stats
 from tempo.rewards.scorer import RewardScorer
 from tempo.rl.grpo import GRPOConfig, group_advantages, policy_loss, zero_std_fraction
-from tempo.rl.logprobs import token_logprobs
 from tempo.rl.lr_schedule import make_scheduler
+from tempo.rl.micro_batches import micro_batches
 from tempo.rl.nonfinite import NonFiniteError, require_finite
 from tempo.rl.settings import EvalConfig, RolloutConfig
 from tempo.sampling.rollout import Rollout
@@ -80,6 +82,14 @@ class RLVRModule(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.model = model
+        if hasattr(controller, "logit_statistics"):
+            raise ConfigError(
+                "method",
+                type(controller).__name__,
+                "a controller with statistics_temperatures() and token_statistics("
+                "candidate_logprobs, mask): logit_statistics(logits, tokens, mask) was replaced, "
+                "methods no longer receive [b, L, V] logits (see tempo/temperature/base.py)",
+            )
         self.controller = controller
         self.tokenizer = tokenizer
         self.grpo, self.rollout_cfg, self.eval_cfg = grpo, rollout, evaluation
@@ -150,9 +160,9 @@ class RLVRModule(L.LightningModule):
         """FSDP's `_balance_backward`: real zero-loss forward and backward passes through the
         sharded policy (one completion of the rollout), whose hooks run the same all-gathers and
         reduce-scatters as the other ranks' micro-batches."""
-        part = rollout.select(torch.arange(1, device=rollout.tokens.device))
+        part = rollout.select(torch.arange(1, device=rollout.tokens.device)).trimmed()
         for _ in range(most - done):
-            self.manual_backward(self._completion_logits(self.model, part).sum() * 0)
+            self.manual_backward(self._completion_stats(self.model, part).logprobs.sum() * 0)
 
     def on_fit_start(self) -> None:
         prestart = getattr(self.scorer, "prestart", None)
@@ -222,14 +232,25 @@ class RLVRModule(L.LightningModule):
         start = rollout.prompt_ids.shape[1] - 1
         return forward_hidden(model, ids, attn)[:, start:-1]
 
-    def _completion_logits(self, model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
-        """Logits [b, L, V] that produced each completion token, under `model`."""
-        return lm_head(model)(self._completion_hidden(model, rollout))
+    def _completion_stats(
+        self, model: PreTrainedModel, rollout: Rollout, statistics: bool = False
+    ) -> TokenStats:
+        """log softmax(z / T[b, t])[token] of every completion token under `model`, chunk by
+        chunk from the hidden states (never the [b, L, V] logits); with `statistics`, also
+        the log-likelihoods under the controller's `statistics_temperatures()`."""
+        hidden = self._completion_hidden(model, rollout)
+        return hidden_token_stats(
+            hidden,
+            lm_head(model),
+            rollout.tokens,
+            rollout.temperatures,
+            mask=rollout.mask,
+            chunk_tokens=self.grpo.logprob_chunk_tokens,
+            candidates=self._statistics_temperatures() if statistics else None,
+        )
 
-    def _completion_logprobs(self, model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
-        """log softmax(z / T[b, t])[token] for every completion token, under `model`."""
-        logits = self._completion_logits(model, rollout)
-        return token_logprobs(logits, rollout.tokens, rollout.temperatures)
+    def _statistics_temperatures(self) -> tuple[float, ...] | None:
+        return self.controller.statistics_temperatures()
 
     def _emit(self, metrics: dict[str, float], step: int) -> None:
         for logger in self.loggers:
@@ -333,7 +354,8 @@ class RLVRModule(L.LightningModule):
             per_token=self.samples.per_token,
             pieces_table=self._token_pieces,
         )
-        log_to_wandb(self.loggers, rows, self.samples.write(rows, step), step)
+        page = self.samples.write(rows, step)
+        log_to_wandb(self.loggers, rows, page, step, t_range=self.samples.t_range)
 
     def _optimizers(self) -> list:
         opts = self.optimizers()
@@ -381,44 +403,59 @@ class RLVRModule(L.LightningModule):
         for _ in range(most - done):
             self.manual_backward(sum((p * 0).sum() for p in params))
 
-    def _chunks(self, rows: torch.Tensor) -> list[torch.Tensor]:
-        size = self.grpo.micro_batch_size
-        return [rows[i : i + size] for i in range(0, len(rows), size)]
+    def _chunks(self, rollout: Rollout, rows: torch.Tensor) -> list[torch.Tensor]:
+        """Micro-batches of `rows`: by `micro_batch_size` rows, and by `micro_batch_tokens`
+        padded tokens when set (see `tempo.rl.micro_batches`)."""
+        cfg = self.grpo
+        return micro_batches(
+            rows,
+            rollout.prompt_mask.sum(-1),
+            rollout.mask.sum(-1),
+            cfg.micro_batch_size,
+            cfg.micro_batch_tokens,
+        )
 
     def _wants_statistics(self) -> bool:
-        return self.controller.statistics_source == "rollout"
+        return (
+            self.controller.statistics_source == "rollout"
+            and self._statistics_temperatures() is not None
+        )
 
     def _collect(
         self,
         store: torch.Tensor | None,
         rows: torch.Tensor,
-        logits: torch.Tensor,
+        stats: TokenStats,
         part: Rollout,
         batch_rows: int,
     ) -> torch.Tensor | None:
         """Add the controller's per-completion statistics of `rows` to `store`.
 
-        `store` is [batch_rows, K], created at the first call; rows never added stay NaN.
+        `store` is [batch_rows, K'], created at the first call; rows never added stay NaN.
         """
+        if stats.candidates is None:
+            return store
         with torch.no_grad():
-            stats = self.controller.logit_statistics(logits.detach(), part.tokens, part.mask)
-        if stats is None:
+            values = self.controller.token_statistics(stats.candidates, part.mask)
+        if values is None:
             return store
         if store is None:
-            size = (batch_rows, stats.shape[-1])
-            store = torch.full(size, float("nan"), device=stats.device, dtype=stats.dtype)
-        store[rows] = stats
+            size = (batch_rows, values.shape[-1])
+            store = torch.full(size, float("nan"), device=values.device, dtype=values.dtype)
+        store[rows] = values
         return store
 
     @torch.no_grad()
     def _statistics(self, rollout: Rollout, rows: torch.Tensor) -> torch.Tensor | None:
         """A separate no-grad pass for controllers that want post-update statistics."""
+        if self._statistics_temperatures() is None:
+            return None
         store = None
         with self._full_weights():
-            for idx in self._chunks(rows):
-                part = rollout.select(idx)
-                logits = self._completion_logits(self.model, part)
-                store = self._collect(store, idx, logits, part, rollout.tokens.shape[0])
+            for idx in self._chunks(rollout, rows):
+                part = rollout.select(idx).trimmed()
+                stats = self._completion_stats(self.model, part, statistics=True)
+                store = self._collect(store, idx, stats, part, rollout.tokens.shape[0])
         return store
 
     @staticmethod
@@ -442,7 +479,7 @@ class RLVRModule(L.LightningModule):
         local_rows, local_tokens = rollout.tokens.shape[0], max(1, int(rollout.mask.sum()))
         rows = self._signal_rows(advantages, with_kl=True)
         zero = {"loss/policy": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0, "loss/grad_norm": 0.0}
-        chunks = self._chunks(rows)
+        chunks = self._chunks(rollout, rows)
         most = global_max(len(chunks))
         if most == 0:  # nothing to learn from this batch (on any rank); the step still counts
             self._tick(opt)
@@ -451,29 +488,29 @@ class RLVRModule(L.LightningModule):
         wants_stats = self._wants_statistics()
         statistics = None
         old, ref = {}, {}
+        parts = [rollout.select(idx).trimmed() for idx in chunks]
         with torch.no_grad(), self._full_weights():
-            for i, idx in enumerate(chunks):
-                part = rollout.select(idx)
+            for i, (idx, part) in enumerate(zip(chunks, parts, strict=True)):
                 if cfg.mu > 1:
-                    logits = self._completion_logits(self.model, part)
-                    old[i] = token_logprobs(logits, part.tokens, part.temperatures)
+                    token_stats = self._completion_stats(self.model, part, statistics=wants_stats)
+                    old[i] = token_stats.logprobs
                     if wants_stats:
-                        statistics = self._collect(statistics, idx, logits, part, local_rows)
+                        statistics = self._collect(statistics, idx, token_stats, part, local_rows)
                 if self.ref_model is not None:
-                    ref[i] = self._completion_logprobs(self.ref_model, part)
+                    ref[i] = self._completion_stats(self.ref_model, part).logprobs
                 elif cfg.beta > 0:  # LoRA: the policy itself with its adapters disabled
                     with reference_model(self.model) as base:
-                        ref[i] = self._completion_logprobs(base, part)
+                        ref[i] = self._completion_stats(base, part).logprobs
         sums: dict[str, float] = defaultdict(float)
         for pass_ in range(cfg.mu):
             opt.zero_grad()
             pass_loss = 0.0
-            for i, idx in enumerate(chunks):
-                part = rollout.select(idx)
-                logits = self._completion_logits(self.model, part)
-                logp = token_logprobs(logits, part.tokens, part.temperatures)
-                if cfg.mu == 1 and wants_stats:
-                    statistics = self._collect(statistics, idx, logits, part, local_rows)
+            for i, (idx, part) in enumerate(zip(chunks, parts, strict=True)):
+                first = cfg.mu == 1 and wants_stats
+                token_stats = self._completion_stats(self.model, part, statistics=first)
+                logp = token_stats.logprobs
+                if first:
+                    statistics = self._collect(statistics, idx, token_stats, part, local_rows)
                 loss, stats = policy_loss(
                     logp,
                     old.get(i, logp.detach()),
@@ -544,7 +581,7 @@ class RLVRModule(L.LightningModule):
         local_rows, local_tokens = rollout.tokens.shape[0], max(1, int(rollout.mask.sum()))
         rows = self._signal_rows(advantages)
         zero = {"method/head_loss": 0.0, "method/head_clip_frac": 0.0, "method/head_grad_norm": 0.0}
-        chunks = self._chunks(rows)
+        chunks = self._chunks(rollout, rows)
         most = global_max(len(chunks))
         if most == 0:
             self._tick(opt)
@@ -563,12 +600,20 @@ class RLVRModule(L.LightningModule):
         for pass_ in range(cfg.mu):
             opt.zero_grad()
             for i, idx in enumerate(chunks):
-                part = rollout.select(idx)
+                part = rollout.select(idx).trimmed()
                 with torch.no_grad():
                     hidden = self._completion_hidden(self.model, part)
                     if pass_ == 0 and self._wants_statistics():
-                        logits = lm_head(self.model)(hidden)
-                        statistics = self._collect(statistics, idx, logits, part, local_rows)
+                        token_stats = hidden_token_stats(
+                            hidden,
+                            lm_head(self.model),
+                            part.tokens,
+                            part.temperatures,
+                            mask=part.mask,
+                            chunk_tokens=cfg.logprob_chunk_tokens,
+                            candidates=self._statistics_temperatures(),
+                        )
+                        statistics = self._collect(statistics, idx, token_stats, part, local_rows)
                 loss, stats = self.controller.loss(
                     hidden, part, advantages[idx], old_logp=old.get(i), **aggregation
                 )

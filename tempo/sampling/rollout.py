@@ -46,3 +46,30 @@ class Rollout:
             else:
                 kwargs[f.name] = value[rows]
         return Rollout(**kwargs)
+
+    def trimmed(self) -> Rollout:
+        """The same rows without padding columns that no row uses: leading prompt columns
+        that are padding in every row, and completion columns past the longest completion.
+
+        A micro-batch of short rows then costs its own length, not the batch's longest.
+        Positions are counted from each row's first real token, so nothing else changes.
+        """
+        if self.tokens.shape[0] == 0:
+            return self
+        real = self.prompt_mask.bool().any(0)
+        first = int(real.long().argmax()) if bool(real.any()) else self.prompt_mask.shape[1]
+        longest = int(self.mask.sum(-1).max())
+        if first == 0 and longest == self.tokens.shape[1]:
+            return self
+        kwargs = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("prompt_ids", "prompt_mask"):
+                kwargs[f.name] = value[:, first:]
+            elif f.name == "finished":
+                kwargs[f.name] = value
+            elif isinstance(value, dict):
+                kwargs[f.name] = {k: v[:, :longest] for k, v in value.items()}
+            else:
+                kwargs[f.name] = value[:, :longest]
+        return Rollout(**kwargs)

@@ -5,8 +5,9 @@ method runs. The training step calls, in order:
 
     begin_step(step)                       before the rollout (schedules move here)
     temperature(logits, hidden, T_prev, t) per decoding step, inside the sampler
-    logit_statistics(logits, tokens, mask) per micro-batch, on the policy logits of the
-                                           update's first (pre-update) forward pass
+    token_statistics(cand_logp, mask)      per micro-batch: per-token log-likelihoods under
+                                           `statistics_temperatures()`, from the update's
+                                           first (pre-update) forward pass
     update(rollout, advantages, stats)     after rewards and the policy update (EMAs, targets)
     phase(step) / loss(...)                for methods with trained parameters (their own
                                            optimiser comes from `configure_optimizer`)
@@ -57,8 +58,8 @@ class TemperatureController(nn.Module):
     name: str = "base"
     #: True if T can differ between tokens of one completion (per-token methods).
     per_token: bool = False
-    #: Which logits `logit_statistics` sees: "rollout" (the update's own pre-update forward
-    #: pass, no extra cost) or "post_update" (an extra no-grad pass after the update).
+    #: Which forward pass `token_statistics` sees: "rollout" (the update's own pre-update
+    #: pass, no extra forward) or "post_update" (an extra no-grad pass after the update).
     statistics_source: str = "rollout"
     #: Gradient-norm clip of the method's own parameters (None: the policy's, algorithm.*).
     max_grad_norm: float | None = None
@@ -84,17 +85,28 @@ class TemperatureController(nn.Module):
         """Temperatures [B] for the next token given logits [B, V] and hidden state [B, d]."""
         raise NotImplementedError(f"{type(self).__name__} must implement temperature()")
 
-    def logit_statistics(
-        self, logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor | None:
-        """Per-completion statistics [b, K] from the pre-update policy logits [b, L, V].
+    def statistics_temperatures(self) -> tuple[float, ...] | None:
+        """Candidate temperatures T_k whose per-token log-likelihoods `token_statistics` needs.
 
-        Called (under no_grad) inside the forward pass the policy update already makes, so
-        methods that need the logits of every completion token (TAMPO's likelihood under each
-        candidate temperature) never keep full-vocabulary tensors around. Rows the update
-        skips (zero advantage without a KL term) reach `update` as NaN. None = not needed.
+        None (the default) = no statistics: the loop computes nothing extra. The loop works
+        them out chunk by chunk from the hidden states (`tempo.ops.chunked_logprobs`), so no
+        method ever receives full-vocabulary [b, L, V] logits.
         """
         return None
+
+    def token_statistics(
+        self, candidate_logprobs: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Per-completion statistics [b, K'] from log softmax(z / T_k)[token] [b, L, K].
+
+        Called (under no_grad) once per micro-batch of the pass `statistics_source` names,
+        with the completion mask [b, L] (padding holds 0). Rows the update skips (zero
+        advantage without a KL term) reach `update` as NaN.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} asks for statistics_temperatures() but does not implement "
+            "token_statistics()"
+        )
 
     def update(
         self,
@@ -104,7 +116,7 @@ class TemperatureController(nn.Module):
     ) -> dict[str, float]:
         """Adapt after rewards are known (schedules, EMAs); returns metrics to log.
 
-        `statistics` is the [B, K] stack of `logit_statistics` rows (NaN where not computed).
+        `statistics` is the [B, K'] stack of `token_statistics` rows (NaN where not computed).
         """
         return {}
 

@@ -40,7 +40,6 @@ from torch import Tensor
 
 from tempo.config_error import ConfigError
 from tempo.distributed import global_sum
-from tempo.rl.logprobs import candidate_logprobs
 from tempo.temperature.base import StepTemperature
 from tempo.temperature.checks import check_choice, check_int, check_number, check_unit_interval
 
@@ -157,7 +156,7 @@ class MetaPolicyTemperature(StepTemperature):
         self.sampling = check_choice("sampling", sampling, SAMPLING_MODES)
         self.warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
         start = _check_init(init, len(self.candidates))
-        #: When the loop calls `logit_statistics`: on the update's pre-update forward pass
+        #: When the loop calls `token_statistics`: on the update's pre-update forward pass
         #: ("rollout") or on a forward pass after the policy update ("post_update").
         self.statistics_source = check_choice(
             "likelihood_logits", likelihood_logits, STATISTICS_SOURCES
@@ -243,16 +242,19 @@ class MetaPolicyTemperature(StepTemperature):
         return value
 
     # ------------------------------------------------------------------ learning pi
-    def logit_statistics(self, logits: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+    def statistics_temperatures(self) -> tuple[float, ...]:
+        """The candidates: l_k(i) needs each token's log-likelihood under every T_k."""
+        return tuple(self.candidates)
+
+    def token_statistics(self, candidate_logprobs: Tensor, mask: Tensor) -> Tensor:
         """l_k(i) [b, K]: mean over valid tokens of log softmax(z / T_k)[token].
 
         Empty completions (no valid token) get a NaN row, so `update` treats them like rows
-        the loop skipped. Stays on the logits' device; never keeps the [b, L, V] logits.
+        the loop skipped. Stays on the input's device.
         """
         with torch.no_grad():
-            per_token = candidate_logprobs(logits, tokens, self.candidates)  # [b, L, K]
-            valid = mask.to(device=per_token.device) > 0
-            summed = torch.where(valid.unsqueeze(-1), per_token, 0.0).sum(dim=1)
+            valid = mask.to(device=candidate_logprobs.device) > 0
+            summed = torch.where(valid.unsqueeze(-1), candidate_logprobs, 0.0).sum(dim=1)
             lengths = valid.sum(dim=1, keepdim=True)
             mean = summed / lengths.clamp(min=1)
             return torch.where(lengths > 0, mean, torch.full_like(mean, float("nan")))

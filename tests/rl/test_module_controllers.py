@@ -43,8 +43,11 @@ class LearnedScale(TemperatureController):
     def temperature(self, logits, hidden, prev_temperature, position):
         return TemperatureDecision(self.w.detach().exp().expand(logits.shape[0]).clone())
 
-    def logit_statistics(self, logits, tokens, mask):
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, tokens[..., None])[..., 0]
+    def statistics_temperatures(self):
+        return (1.0,)
+
+    def token_statistics(self, candidate_logprobs, mask):
+        logp = candidate_logprobs[..., 0]
         return ((logp * mask).sum(-1) / mask.sum(-1).clamp(min=1))[:, None]
 
     def loss(self, hidden, rollout, advantages, **aggregation):

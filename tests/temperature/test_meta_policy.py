@@ -160,7 +160,14 @@ def test_full_update_matches_hand_computation():
     stats = torch.full((6, 3), float("nan"))
     for rows in ([0, 1, 2], [4, 5]):
         idx = torch.tensor(rows)
-        stats[idx] = ctl.logit_statistics(logits[idx], tokens[idx], mask[idx])
+        cand = torch.stack(
+            [
+                torch.log_softmax(logits[idx] / t, -1).gather(-1, tokens[idx, :, None])[..., 0]
+                for t in ctl.statistics_temperatures()
+            ],
+            -1,
+        )
+        stats[idx] = ctl.token_statistics(cand, mask[idx])
     metrics = ctl.update(None, advantages, stats)
 
     # --- by hand

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tempo.rl.logprobs import candidate_logprobs, token_entropy, token_logprobs
+from tempo.ops.logprobs import candidate_logprobs, token_entropy, token_logprobs
 
 B, L, V = 2, 3, 7
 
