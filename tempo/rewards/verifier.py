@@ -2,10 +2,21 @@
 
 Why processes: Math-Verify can take unbounded time (sympy on adversarial answers), its own
 signal-based timeout only works on the main thread, and a user's reward function may hang,
-crash or eat memory. Each worker is a ``spawn``-ed process (never ``fork``: the trainer runs
-torch threads) that answers one item at a time over a pipe; the parent waits with a deadline
-and, when a worker overruns, kills it, starts a fresh one, and scores that item 0.0. Every wait
-in this module has a deadline, so no call hangs.
+crash or eat memory. Each worker is a fresh interpreter (``subprocess``, never ``fork``: the
+trainer runs torch threads) that answers one item at a time over a socket pair; the parent
+waits with a deadline and, when a worker overruns, kills it, starts a fresh one, and scores that
+item 0.0. Every wait in this module has a deadline, so no call hangs.
+
+Why not ``multiprocessing``'s "spawn" or "forkserver": both re-run the caller's ``__main__``
+script in the child (``multiprocessing.spawn._fixup_main_from_path``), so a script that calls
+``math_reward`` at top level without an ``if __name__ == "__main__":`` guard killed every
+worker at start-up, and a script that imports torch made each worker import it too. A worker
+here runs ``python -c "...; from tempo.rewards.verifier import _serve; _serve(fd)"``: it
+inherits the caller's environment, interpreter flags, working directory and ``sys.path`` (sent
+over the pipe before anything else), never its ``__main__``. Hence a check, a reward function
+or a job's callable must be importable by the worker: defined in a module, not in the
+``__main__`` script (one that is not fails with a clear error: at start-up for the pool's
+check, as that job's error outcome otherwise).
 
 The worker protocol: an item is ``(target, args)``. ``target`` is an import path
 (``"pkg.mod:func"`` or ``"pkg.mod.func"``, resolved and cached inside the worker), a picklable
@@ -31,6 +42,8 @@ import multiprocessing as mp
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -38,8 +51,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
+from pathlib import Path
 from typing import Any
 
 from tempo.rewards.boxed import extract_boxed
@@ -53,6 +66,7 @@ log = logging.getLogger(__name__)
 # and Math-Verify does not read non-ASCII digits ("４２") as numbers, so neither may the shortcut.
 _INTEGER = re.compile(r"-?[0-9]{1,100}")
 _READY = "ready"
+_FAILED = "failed"
 _JOIN_S = 2.0
 _MEMORY_ERROR = "MemoryError"
 _PREVIEW_CHARS = 80
@@ -99,8 +113,8 @@ def _attributes(obj: Any, names: list[str], path: str) -> Any:
 def _limit_memory(headroom_mb: int | None) -> None:
     """Cap this process's address space at its current size plus ``headroom_mb`` MiB.
 
-    Relative to the size after start-up, not absolute: a worker that imported torch through
-    the parent's ``__main__`` already maps gigabytes of address space. Best effort: silently
+    Relative to the size after start-up, not absolute: a worker whose check or preloaded
+    reward function imports torch already maps gigabytes of address space. Best effort: silently
     skipped where ``resource`` or ``/proc`` is missing (non-Linux).
     """
     if not headroom_mb:
@@ -129,8 +143,6 @@ def _worker_main(
 ) -> None:
     """Worker loop: resolve ``preload``, signal readiness, then answer ``(target, args)`` items
     until told to stop (``None``) or the parent goes away."""
-    # Ctrl-C reaches the whole process group; let the parent decide what to do.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if check is None:
         from tempo.rewards.equivalence import answers_equivalent
 
@@ -143,16 +155,19 @@ def _worker_main(
         except Exception:  # reported by the item that uses it, not at start-up
             pass
     _limit_memory(memory_limit_mb)
-    conn.send((_READY, None))
+    conn.send_bytes(ForkingPickler.dumps((_READY, None)))
     while True:
         try:
-            message = conn.recv()
+            data = conn.recv_bytes()
         except (EOFError, OSError):
             return  # parent went away
-        if message is None:
-            return
-        target, args = message
         try:
+            # Unpickled here, not by recv(): an item naming a callable the worker cannot
+            # import (e.g. one defined in the caller's __main__) is that item's error.
+            message = ForkingPickler.loads(data)
+            if message is None:
+                return
+            target, args = message
             if target is None:
                 value: Any = bool(check(*args))
             else:
@@ -171,23 +186,85 @@ def _worker_main(
         conn.send_bytes(payload)
 
 
+def _serve(fd: int) -> None:
+    """A worker process's entry point: the end ``fd`` of the parent's socket pair.
+
+    The first message is ``(sys.path, payload)``: the parent's import path is installed before
+    ``payload`` (the pickled ``(check, memory_limit_mb, preload)``) is unpickled, so the check
+    resolves as it does in the parent. A check that cannot be unpickled is reported to the
+    parent as ``("failed", reason)`` instead of the ready message.
+    """
+    # Ctrl-C reaches the whole process group; let the parent decide what to do.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(fd)
+    try:
+        sys_path, payload = ForkingPickler.loads(conn.recv_bytes())
+    except (EOFError, OSError):
+        return  # parent went away before sending the set-up
+    sys.path[:] = list(sys_path)
+    try:
+        check, memory_limit_mb, preload = ForkingPickler.loads(payload)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+        try:
+            conn.send_bytes(ForkingPickler.dumps((_FAILED, reason)))
+        except OSError:
+            pass
+        return
+    _worker_main(conn, check, memory_limit_mb, tuple(preload))
+
+
+def _worker_command(fd: int) -> list[str]:
+    """The command line of a worker serving socket ``fd``: this interpreter with its flags
+    (``-X``, ``-W``, ``-I``...), importing tempo from where the parent did; never the
+    parent's ``__main__``."""
+    root = str(Path(__file__).resolve().parents[2])
+    boot = (
+        f"import sys; sys.path.insert(0, {root!r}); "
+        f"from tempo.rewards.verifier import _serve; _serve({int(fd)})"
+    )
+    flags = subprocess._args_from_interpreter_flags()  # what multiprocessing uses too
+    return [sys.executable, *flags, "-c", boot]
+
+
+class _Process:
+    """The parent's handle of a worker subprocess, with the ``multiprocessing.Process``
+    methods the pool (and its tests) use: ``pid``, ``exitcode``, ``is_alive``, ``kill``,
+    ``join``."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._popen.poll()
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def kill(self) -> None:
+        try:
+            self._popen.kill()
+        except ProcessLookupError:
+            pass
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 def _preview(text: str, tail: bool = False) -> str:
     """A short, printable rendering of an answer (or a completion's end) for a log line."""
     if len(text) <= _PREVIEW_CHARS:
         return repr(text)
     shown = repr(text[-_PREVIEW_CHARS:]) if tail else repr(text[:_PREVIEW_CHARS])
     return ("..." + shown if tail else shown + "...") + f" ({len(text)} chars)"
-
-
-def _standard_start_method() -> None:
-    """Make spawned workers start in a plain interpreter.
-
-    A spawned child re-applies the parent's *global* start method. Inside a joblib/loky
-    worker (Hydra's joblib launcher) that is "loky", which a plain child cannot find, so the
-    verifier worker would die at start-up; reset it to "spawn" there.
-    """
-    if mp.get_start_method(allow_none=True) not in (None, "fork", "spawn", "forkserver"):
-        mp.set_start_method("spawn", force=True)
 
 
 def _shortcut(pred: str, ref: str) -> float | None:
@@ -245,7 +322,7 @@ _NOT_RUN = Outcome("error", error="NotRun")
 class _Worker:
     """Parent-side handle of one worker process."""
 
-    proc: BaseProcess
+    proc: _Process
     conn: Connection
     state: str  # "starting" | "idle" | "busy"
     deadline: float
@@ -292,9 +369,9 @@ class VerifierPool:
     may grow past its size after start-up; an item that needs more ends in a MemoryError,
     scores 0.0 and retires the worker. ``preload``: import paths each worker resolves before
     it reports ready (e.g. reward functions), so their import is not timed. Calls from
-    several threads are serialised by a lock. Workers are spawned, so they import the
-    parent's ``__main__`` module (guard scripts with ``if __name__ == "__main__"``): start-up
-    is ~0.7 s, ~2.5 s if it imports torch.
+    several threads are serialised by a lock. Workers are fresh interpreters that never run
+    the caller's ``__main__`` (a script needs no ``if __name__ == "__main__"`` guard): start-up
+    is ~0.7 s (Math-Verify's imports), more if the check or a preloaded function imports torch.
     """
 
     def __init__(
@@ -328,8 +405,6 @@ class VerifierPool:
         self.max_answer_chars = None if max_answer_chars is None else int(max_answer_chars)
         self.memory_limit_mb = int(memory_limit_mb) if memory_limit_mb else None
         self.preload = tuple(dict.fromkeys(preload))
-        _standard_start_method()
-        self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
@@ -566,21 +641,26 @@ class VerifierPool:
             starting += 1
 
     def _start(self) -> None:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=_worker_main,
-            args=(child_conn, self._target, self.memory_limit_mb, self.preload),
-            name="tempo-verifier",
-            daemon=True,
-        )
+        # Pickled here first: an unpicklable check fails now, in the caller, with nothing started.
+        payload = ForkingPickler.dumps((self._target, self.memory_limit_mb, self.preload))
+        setup = ForkingPickler.dumps((list(sys.path), bytes(payload)))
+        parent_conn, child_conn = mp.Pipe(duplex=True)
         try:
-            proc.start()
+            fd = child_conn.fileno()
+            popen = subprocess.Popen(
+                _worker_command(fd), pass_fds=(fd,), stdin=subprocess.DEVNULL, close_fds=True
+            )
+        except BaseException:
+            parent_conn.close()
+            raise
         finally:
             child_conn.close()
-            if proc.pid is None:  # start failed (e.g. an unpicklable target)
-                parent_conn.close()
+        try:
+            parent_conn.send_bytes(setup)
+        except OSError:
+            pass  # the worker already died: reported as a start-up failure by _receive
         deadline = time.monotonic() + self.startup_timeout
-        self._live.append(_Worker(proc, parent_conn, "starting", deadline))
+        self._live.append(_Worker(_Process(popen), parent_conn, "starting", deadline))
 
     def _done(self, worker: _Worker, jobs: list[Job]) -> None:
         """Record the latency of the item a busy worker just finished (or was killed on)."""
@@ -608,6 +688,19 @@ class VerifierPool:
             self._fail_item(worker, jobs, results, "WorkerDied")
             return
         if worker.state == "starting":
+            try:
+                kind, reason = ForkingPickler.loads(data)
+            except Exception:
+                kind, reason = _FAILED, "an unreadable start-up message"
+            if kind != _READY:
+                self._retire(worker)
+                hint = (
+                    " (the check must be importable by the worker: define it in a module, "
+                    "not in the __main__ script)"
+                    if "__main__" in str(reason)
+                    else ""
+                )
+                raise RuntimeError(f"verifier worker could not load its check: {reason}{hint}")
             worker.state, worker.deadline = "idle", float("inf")
             return
         self._done(worker, jobs)
