@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from tempo.reporting import ReportError, compare
@@ -27,14 +28,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+_LOGGER = "tempo.reporting"
+
+
+def _print_warnings() -> logging.Handler:
+    """Show the reporting library's warnings (unreadable lines and files) on stderr, one line
+    each: ``tempo-compare: warning: <file>: <problem>``; undone by `_stop_printing`."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tempo-compare: warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logging.getLogger(_LOGGER).addHandler(handler)
+    logging.getLogger(_LOGGER).propagate = False
+    return handler
+
+
+def _stop_printing(handler: logging.Handler) -> None:
+    logging.getLogger(_LOGGER).removeHandler(handler)
+    logging.getLogger(_LOGGER).propagate = True
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; exit code 2 with a one-line message for bad input."""
+    """Entry point; exit code 2 with a one-line message for bad input. Bad files inside runs
+    are warnings (stderr) and notes in the report, never an error."""
     args = parse_args(argv)
+    handler = _print_warnings()
     try:
         written = compare(args.dirs, args.out, args.metrics)
     except ReportError as err:
         print(f"tempo-compare: {err}", file=sys.stderr)
         return 2
+    finally:
+        _stop_printing(handler)
     for path in written:
         print(path)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,44 @@ def test_cli_dir_without_runs_exits_2(tmp_path) -> None:
     proc = _run(str(empty), cwd=tmp_path)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and str(empty) in proc.stderr
+
+
+def test_cli_reports_bad_files_per_run_and_the_other_runs(tmp_path) -> None:
+    runs = tmp_path / "runs"
+    clean = make_run(runs, "fixed", 0, 0.4)
+    torn = make_run(runs, "fixed", 1, 0.6)
+    with open(torn / "metrics.jsonl", "ab") as f:  # a binary line, a torn one, a bad step
+        f.write(
+            b"\x00\xff\xfe\x9c\n" + b'{"step": "five", "train/reward_mean": 1}\n{"step": 5, "tr'
+        )
+    truncated = make_run(runs, "meta_policy", 0)
+    text = (truncated / "summary.json").read_text()
+    (truncated / "summary.json").write_text(text[:40])
+    broken = make_run(runs, "meta_policy", 1)
+    (broken / "metrics.jsonl").unlink()
+    (broken / "metrics.jsonl").mkdir()
+    out = tmp_path / "cmp"
+    proc = _run("runs", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    rel = {p: p.relative_to(tmp_path) for p in (torn, truncated, broken)}
+    warnings = proc.stderr.strip().splitlines()
+    assert len(warnings) == 3 and all(w.startswith("tempo-compare: warning: ") for w in warnings)
+    assert f"{rel[broken]}: run unreadable, left out (IsADirectoryError: " in warnings[2]
+    assert warnings[0] == (
+        f"tempo-compare: warning: {rel[torn]}/metrics.jsonl: 3 unreadable lines (6, 7, 8) skipped"
+    )
+    assert warnings[1].startswith(
+        f"tempo-compare: warning: {rel[truncated]}/summary.json: unreadable (JSONDecodeError"
+    )
+    report = (out / "report.md").read_text()
+    assert f"| fixed | 0 | finished | 4 | {os.path.relpath(clean, tmp_path)} |  |" in report
+    assert f"| fixed | 1 | finished | 4 | {rel[torn]} | 3 bad lines in metrics.jsonl |" in report
+    assert f"| meta_policy | 0 | unfinished | 4 | {rel[truncated]} | summary.json unreadable |" in (
+        report
+    )
+    assert f"| meta_policy | 1 | unreadable | - | {rel[broken]} | IsADirectoryError: " in report
+    # Both finished fixed seeds are aggregated (the torn one's 5 good rows count).
+    assert "| fixed | 0.5000 ± " in report and "| 2 |" in report
+    assert "2 failed, unfinished or unreadable run(s)" in report
+    assert "3 bad lines in metrics.jsonl" in (out / "report.html").read_text()

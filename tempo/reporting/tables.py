@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tempo.reporting.runs import FINISHED, Run, finite, to_float
+from tempo.reporting.runs import FINISHED, UNREADABLE, Run, finite, to_float
 from tempo.reporting.stats import mean_ci
 
 _SAMPLE_METRIC = re.compile(r"^(pass|avg|maj)@(\d+)$")
@@ -152,7 +152,10 @@ def _display_path(path: Path) -> str:
 
 
 def runs_table(runs: list[Run]) -> Table:
-    """Every run found, whatever its status."""
+    """Every run found, whatever its status; ``notes`` names the problems met reading it
+    (``2 bad lines in metrics.jsonl``, ``summary.json unreadable``, an unreadable run's
+    reason), empty for a clean run."""
+    statuses = {run.status for run in runs}
     rows = [
         [
             run.label,
@@ -160,17 +163,19 @@ def runs_table(runs: list[Run]) -> Table:
             run.status,
             str(run.steps) if run.steps is not None else "-",
             _display_path(run.path),
+            "; ".join(run.notes),
         ]
         for run in runs
     ]
     excluded = len(runs) - len(finished(runs))
+    kinds = "failed, unfinished or unreadable" if UNREADABLE in statuses else "failed or unfinished"
     note = (
-        f"{excluded} failed or unfinished run(s) are listed here but excluded from the "
-        "statistics and plots below (their partial metrics are not used)."
+        f"{excluded} {kinds} run(s) are listed here but excluded from the statistics and "
+        "plots below (their partial metrics are not used)."
         if excluded
         else "All runs finished."
     )
-    return Table("Runs", ["method", "seed", "status", "steps", "path"], rows, note)
+    return Table("Runs", ["method", "seed", "status", "steps", "path", "notes"], rows, note)
 
 
 def _cell(text: str) -> str:

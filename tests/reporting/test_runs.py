@@ -79,3 +79,78 @@ def test_a_preset_run_name_with_only_the_seed_interpolated_labels_the_run(tmp_pa
     config_path.write_text(yaml.safe_dump(config))
     loaded = load_run(run)
     assert loaded.label == "fixed-T0.9" and loaded.seed == 2
+
+
+def _damage_metrics(run_dir, *, binary: bool = True) -> None:
+    """Insert a torn line (3), a binary line (5), a non-integer step (7) and a non-object (8)
+    between a finished run's rows; 5 rows stay readable."""
+    lines = (run_dir / "metrics.jsonl").read_bytes().splitlines(keepends=True)
+    torn = b'{"step": 9, "train/rew\n'
+    junk = b"\xff\xfe\x00\x81garbage\x9c\n" if binary else b"not json\n"
+    five = b'{"step": "five", "train/reward_mean": 9.0}\n'
+    damaged = lines[:2] + [torn] + lines[2:3] + [junk] + lines[3:4] + [five, b"[1, 2]\n"]
+    (run_dir / "metrics.jsonl").write_bytes(b"".join(damaged + lines[4:]))
+
+
+def test_unreadable_metrics_lines_are_counted_named_and_noted(tmp_path, caplog) -> None:
+    run_dir = make_run(tmp_path, "fixed", 0)
+    _damage_metrics(run_dir)
+    with caplog.at_level("WARNING", logger="tempo.reporting"):
+        run = load_run(run_dir)
+    assert run.status == "finished" and run.steps == 4
+    assert [row["step"] for row in run.history] == [0, 1, 2, 3, 4]
+    assert run.series("train/reward_mean")[0] == [0, 1, 2, 3, 4]  # "five" did not crash it
+    assert run.notes == ["4 bad lines in metrics.jsonl"]
+    assert caplog.messages == [
+        f"{run_dir / 'metrics.jsonl'}: 4 unreadable lines (3, 5, 7, 8) skipped"
+    ]
+
+
+def test_integral_float_steps_are_read_as_integers(tmp_path) -> None:
+    run_dir = tmp_path / "0_fixed-s1"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"step": 2.0, "a": 1}\n{"step": true, "a": 2}\n')
+    run = load_run(run_dir)
+    assert [row["step"] for row in run.history] == [2] and type(run.history[0]["step"]) is int
+    assert run.notes == ["1 bad line in metrics.jsonl"]
+
+
+def test_a_truncated_summary_leaves_the_run_unfinished_and_says_why(tmp_path, caplog) -> None:
+    run_dir = make_run(tmp_path, "fixed", 0)
+    text = (run_dir / "summary.json").read_text()
+    (run_dir / "summary.json").write_text(text[: len(text) // 2])
+    with caplog.at_level("WARNING", logger="tempo.reporting"):
+        run = load_run(run_dir)
+    assert run.status == "unfinished" and run.summary is None and run.steps == 4
+    assert run.notes == ["summary.json unreadable"]
+    (message,) = caplog.messages
+    assert message.startswith(f"{run_dir / 'summary.json'}: unreadable (JSONDecodeError: ")
+    assert message.endswith("; the run counts as unfinished")
+
+
+def test_ill_shaped_summary_sections_and_a_binary_config_are_notes(tmp_path) -> None:
+    run_dir = make_run(tmp_path, "heuristic", 3, rule="edt")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["final"] = 7  # would break Run.keys() and the tables
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run_dir / ".hydra" / "config.yaml").write_bytes(b"\xff\xfe seed: [\n")
+    run = load_run(run_dir)
+    assert run.status == "finished" and "final" not in run.summary
+    assert run.notes == ["config.yaml unreadable", "bad summary final"]
+    assert (run.label, run.seed) == ("heuristic-edt", 3)  # from the directory name
+    assert "explore/entropy" in run.keys()
+
+
+def test_one_unreadable_run_does_not_stop_the_others(tmp_path, caplog) -> None:
+    good = make_run(tmp_path, "fixed", 0)
+    bad = make_run(tmp_path, "meta_policy", 1)
+    (bad / "metrics.jsonl").unlink()
+    (bad / "metrics.jsonl").mkdir()  # exists, cannot be read as a file
+    with caplog.at_level("WARNING", logger="tempo.reporting"):
+        runs = load_runs([tmp_path])
+    by_path = {run.path: run for run in runs}
+    assert by_path[good].status == "finished" and not by_path[good].notes
+    broken = by_path[bad]
+    assert (broken.label, broken.seed, broken.status) == ("meta_policy", 1, "unreadable")
+    assert broken.notes == [f"IsADirectoryError: [Errno 21] Is a directory: '{bad}/metrics.jsonl'"]
+    assert caplog.messages == [f"{bad}: run unreadable, left out ({broken.notes[0]})"]
