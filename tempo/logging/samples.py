@@ -25,7 +25,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,24 @@ HIGH_COLOR = "#e53e3e"
 MID_COLOR = "#ffffff"
 #: Default colour range: symmetric around T = 1.
 DEFAULT_T_RANGE = (0.0, 2.0)
-TABLE_COLUMNS = ["step", "prompt", "completion", "gold", "answer", "reward", "correct", "mean_T"]
+#: The W&B sample table's columns: ``token_T`` is the JSON list of ``[token text, T]`` pairs of
+#: the completion's tokens (None for per-step methods, which have one T per completion), and
+#: ``tokens_by_T`` a `wandb.Html` cell with the completion coloured by T as on the HTML page.
+TABLE_COLUMNS = [
+    "step",
+    "prompt",
+    "completion",
+    "gold",
+    "answer",
+    "reward",
+    "correct",
+    "mean_T",
+    "token_T",
+    "tokens_by_T",
+]
+#: The W&B key of one step's sample table (one table per saved step, so each stays browsable).
+TABLE_KEY = "samples/table_step{step:06d}"
+PAGE_KEY = "samples/tokens_by_T"
 TEMPERATURE_DECIMALS = 4
 
 
@@ -281,6 +298,16 @@ def _legend(t_min: float, t_max: float, stops: int = 4) -> str:
     )
 
 
+def _completion_body(row: SampleRow, t_min: float, t_max: float) -> str:
+    """The completion's tokens as coloured spans; one span for per-step rows (one T)."""
+    if row.per_token:
+        return "".join(
+            _token_span(p, t, t_min, t_max)
+            for p, t in zip(row.pieces, row.temperatures, strict=True)
+        )
+    return _token_span(row.completion, row.mean_temperature, t_min, t_max)
+
+
 def _sample_html(row: SampleRow, t_min: float, t_max: float) -> str:
     status = "correct" if row.correct else "wrong"
     mark = "&#10003; correct" if row.correct else "&#10007; wrong"
@@ -295,13 +322,7 @@ def _sample_html(row: SampleRow, t_min: float, t_max: float) -> str:
         f"answer {answer}",
         *(["truncated"] if row.finished is False else []),
     ]
-    if row.per_token:
-        body = "".join(
-            _token_span(p, t, t_min, t_max)
-            for p, t in zip(row.pieces, row.temperatures, strict=True)
-        )
-    else:  # one T for the whole completion (per-step methods)
-        body = _token_span(row.completion, row.mean_temperature, t_min, t_max)
+    body = _completion_body(row, t_min, t_max)
     return (
         f'<div class="sample {status}">\n'
         f'<div class="meta">{" &middot; ".join(meta)}</div>\n'
@@ -421,8 +442,38 @@ def _warn_once(message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def table_data(rows: Sequence[SampleRow]) -> list[list[Any]]:
-    """The W&B table's rows, in TABLE_COLUMNS order."""
+def token_pairs(row: SampleRow) -> str | None:
+    """The row's ``[token text, T]`` pairs as JSON (T rounded as in the JSONL file, non-finite
+    as null); None when the row has no per-token detail."""
+    if not row.per_token:
+        return None
+    pairs = [
+        [piece, _finite(round(float(t), TEMPERATURE_DECIMALS))]
+        for piece, t in zip(row.pieces, row.temperatures, strict=True)
+    ]
+    return json.dumps(pairs, ensure_ascii=False)
+
+
+def completion_html(
+    row: SampleRow, t_min: float = DEFAULT_T_RANGE[0], t_max: float = DEFAULT_T_RANGE[1]
+) -> str:
+    """The completion alone as an HTML fragment with inline styles (no page CSS needed): each
+    token on the background of its T (hover: its value); per-step rows in one colour."""
+    _check_range(t_min, t_max)
+    body = _completion_body(row, t_min, t_max)
+    style = "font-family:ui-monospace,monospace;white-space:pre-wrap;word-break:break-word"
+    return f'<div style="{style}">{body}</div>'
+
+
+def table_data(
+    rows: Sequence[SampleRow],
+    html_cell: Callable[[str], Any] | None = None,
+    t_range: tuple[float, float] = DEFAULT_T_RANGE,
+) -> list[list[Any]]:
+    """The W&B table's rows, in TABLE_COLUMNS order; ``html_cell`` turns a fragment of
+    `completion_html` (coloured on ``t_range``) into the ``tokens_by_T`` cell (default: the
+    fragment's text)."""
+    wrap = html_cell or (lambda fragment: fragment)
     return [
         [
             r.step,
@@ -433,17 +484,27 @@ def table_data(rows: Sequence[SampleRow]) -> list[list[Any]]:
             float(r.reward),
             bool(r.correct),
             float(r.mean_temperature),
+            token_pairs(r),
+            wrap(completion_html(r, *t_range)),
         ]
         for r in rows
     ]
 
 
 def log_to_wandb(
-    loggers: Iterable[Any], rows: Sequence[SampleRow], html: str | None, step: int
+    loggers: Iterable[Any],
+    rows: Sequence[SampleRow],
+    html: str | None,
+    step: int,
+    t_range: tuple[float, float] = DEFAULT_T_RANGE,
 ) -> None:
-    """Log `rows` as a `wandb.Table` (`samples/table`) and the page as `wandb.Html`
-    (`samples/tokens_by_T`) to every Lightning WandbLogger in `loggers`; other loggers are
-    skipped. Never raises: a failure (e.g. W&B unavailable) is warned about once."""
+    """Log `rows` as a `wandb.Table` under ``samples/table_step<NNNNNN>`` (one key per saved
+    step, so every step's table stays browsable; the per-token temperatures are in its
+    ``token_T`` and ``tokens_by_T`` columns) and the page as `wandb.Html`
+    (``samples/tokens_by_T``, a media panel with a step slider) to every Lightning
+    WandbLogger in `loggers`, at ``step``; other loggers are skipped. Never raises: a failure
+    (e.g. W&B unavailable) is warned about once. ``t_range``: the colour scale of the
+    ``tokens_by_T`` cells (the writer's, so they match its page)."""
     if not rows:
         return
     try:
@@ -454,14 +515,14 @@ def log_to_wandb(
             return
         import wandb
 
+        def html_cell(fragment: str) -> Any:
+            return wandb.Html(fragment, inject=False, data_is_not_path=True)
+
         for logger in targets:
-            payload: dict[str, Any] = {
-                "samples/table": wandb.Table(columns=TABLE_COLUMNS, data=table_data(rows))
-            }
+            table = wandb.Table(columns=TABLE_COLUMNS, data=table_data(rows, html_cell, t_range))
+            payload: dict[str, Any] = {TABLE_KEY.format(step=int(step)): table}
             if html is not None:
-                payload["samples/tokens_by_T"] = wandb.Html(
-                    html, inject=False, data_is_not_path=True
-                )
+                payload[PAGE_KEY] = wandb.Html(html, inject=False, data_is_not_path=True)
             logger.log_metrics(payload, step=int(step))
     except Exception as err:  # sample logging must never stop training
         _warn_once(f"tempo: could not log sample completions to W&B: {type(err).__name__}: {err}")

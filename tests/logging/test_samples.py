@@ -15,6 +15,7 @@ from tempo.logging.samples import (
     SampleRow,
     SamplesConfig,
     SampleWriter,
+    completion_html,
     log_to_wandb,
     pick_rows,
     read_samples,
@@ -363,16 +364,62 @@ def test_log_to_wandb_logs_table_and_html_to_wandb_loggers_only():
     assert other.logged == []
     [(payload, step)] = fake.logged
     assert step == 5
-    table, html = payload["samples/table"], payload["samples/tokens_by_T"]
+    assert sorted(payload) == ["samples/table_step000005", "samples/tokens_by_T"]
+    table, html = payload["samples/table_step000005"], payload["samples/tokens_by_T"]
     assert isinstance(table, wandb.Table) and table.columns == TABLE_COLUMNS
     assert table.data[0][:7] == [5, "p0", "text0", "3", "3", 1.0, True]
     assert table.data[0][7] == pytest.approx(rows[0].mean_temperature)
     assert isinstance(html, wandb.Html) and html.html == page
     fake.logged.clear()
-    log_to_wandb([fake], rows, None, step=6)  # no page: table only
-    assert list(fake.logged[0][0]) == ["samples/table"]
+    log_to_wandb([fake], rows, None, step=6)  # no page: table only, under its own step's key
+    assert list(fake.logged[0][0]) == ["samples/table_step000006"]
     log_to_wandb([fake], [], page, step=7)  # nothing to log
     assert len(fake.logged) == 1
+
+
+def test_wandb_table_carries_the_per_token_temperatures():
+    import wandb
+
+    rows = _rows(limit=2)
+    fake = FakeWandbLogger()
+    log_to_wandb([fake], rows, None, step=5)
+    table = fake.logged[0][0]["samples/table_step000005"]
+    pairs_col, html_col = TABLE_COLUMNS.index("token_T"), TABLE_COLUMNS.index("tokens_by_T")
+    rollout = _rollout()
+    for row, data in zip(rows, table.data, strict=True):
+        pairs = json.loads(data[pairs_col])
+        n = int(rollout.mask[row.row].sum())
+        assert [p for p, _ in pairs] == [PIECES[i] for i in rollout.tokens[row.row, :n].tolist()]
+        assert [t for _, t in pairs] == pytest.approx(
+            rollout.temperatures[row.row, :n].tolist(), abs=1e-4
+        )
+        cell = data[html_col]
+        assert isinstance(cell, wandb.Html)
+        spans = re.findall(
+            r'<span style="background:(#[0-9a-f]{6})" title="T=([0-9.]+)">', cell.html
+        )
+        assert [c for c, _ in spans] == [temperature_color(t, 0.0, 2.0) for _, t in pairs]
+        assert [float(t) for _, t in spans] == pytest.approx([t for _, t in pairs], abs=0.006)
+    # The writer's colour range reaches the cells; per-step rows have no pairs, one colour.
+    flat = _rows(limit=1, per_token=False)
+    log_to_wandb([fake], flat, None, step=6, t_range=(0.5, 1.5))
+    (data,) = fake.logged[1][0]["samples/table_step000006"].data
+    assert data[pairs_col] is None
+    color = temperature_color(flat[0].mean_temperature, 0.5, 1.5)
+    assert data[html_col].html.count("<span") == 1 and color in data[html_col].html
+    assert color != temperature_color(flat[0].mean_temperature, 0.0, 2.0)
+
+
+def test_completion_html_escapes_tokens_and_matches_the_page():
+    rows = _rows(limit=6)
+    for row in rows:
+        fragment = completion_html(row)
+        assert fragment.startswith("<div style=") and fragment.count("<span") == len(row.pieces)
+    risky = next(r for r in rows if "<b>" in (r.pieces or []))
+    fragment = completion_html(risky)
+    assert "&lt;b&gt;" in fragment and "&amp;" in fragment and "<b>" not in fragment
+    inner = fragment[fragment.index(">") + 1 : -len("</div>")]
+    assert inner in render_html([risky])  # the same spans as on the HTML page
 
 
 def test_log_to_wandb_warns_once_and_never_raises(monkeypatch):
