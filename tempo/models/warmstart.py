@@ -2,12 +2,22 @@
 
 RL from a random 1M-parameter model would see no reward at all; a few minutes of SFT on the
 task's worked solutions gives a partly competent policy. The result is keyed by everything
-that determines it (model config, tokenizer, task, SFT recipe), so the second run and every
-job of a sweep reuse it; a file lock makes concurrent jobs build it once.
+that determines it (model config, tokenizer, the SFT data, SFT recipe), so the second run and
+every job of a sweep reuse it; a file lock makes concurrent jobs build it once.
+
+The task enters the key through the data it feeds the SFT, not its name or class: a
+fingerprint (`task_fingerprint`) hashes the prompt, worked solution and answer of the first
+`FINGERPRINT_PROBLEMS` training problems the recipe draws. Renaming a task (or writing the same
+generator settings in another config file) reuses the cache; a change of difficulty, prompt
+template or seed changes those problems and so the key. With ``steps: 0`` no problem is used
+and the key does not depend on the task at all. Entries written under the previous key
+(`CACHE_FORMAT` 1, keyed by the task's ``repr``, which includes its name) are still found and
+loaded when no entry exists under the new key.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -27,7 +37,12 @@ from tempo.config_error import ConfigError
 from tempo.data.indexed import IndexedProblems
 from tempo.models.sft import SFTModule, SolutionCollator
 
-CACHE_FORMAT = 1  # bump when the warm-start code changes what a key produces
+CACHE_FORMAT = 2  # bump when the warm-start code changes what a key produces
+_LEGACY_FORMAT = 1  # keyed by repr(task); still read (see the module docstring)
+#: Training problems hashed into a task's fingerprint: far more than two different generator
+#: settings ever share, and cheap to draw (milliseconds).
+FINGERPRINT_PROBLEMS = 256
+_SEED_OFFSET = 10_000_000  # the SFT data of recipe seed s starts at problem s * this
 
 
 @dataclass
@@ -50,11 +65,32 @@ class WarmStartConfig:
             raise ConfigError("warmstart.lr", self.lr, "a number > 0")
 
 
-def cache_key(model_config: dict[str, Any], vocab: dict[str, int], task: str, recipe: dict) -> str:
-    """Stable hash of everything that determines the warm-started weights."""
+def task_fingerprint(task: Any, recipe: WarmStartConfig) -> str:
+    """Hash of the SFT data `recipe` draws from `task`: (prompt, solution, answer) of its first
+    `FINGERPRINT_PROBLEMS` training problems (fewer if the recipe uses fewer; none with
+    ``steps: 0``). Problem ids are left out: they carry the task's name."""
+    used = min(FINGERPRINT_PROBLEMS, recipe.steps * recipe.batch_size)
+    digest = hashlib.sha256(f"problems:{used}".encode())
+    offset = recipe.seed * _SEED_OFFSET
+    for index in range(used):
+        problem = task.train_problem(offset + index)
+        fields = [problem.prompt, problem.solution, problem.answer]
+        digest.update(json.dumps(fields, ensure_ascii=False).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def cache_key(
+    model_config: dict[str, Any],
+    vocab: dict[str, int],
+    task: str,
+    recipe: dict,
+    cache_format: int = CACHE_FORMAT,
+) -> str:
+    """Stable hash of everything that determines the warm-started weights; ``task`` is the
+    task's `task_fingerprint` (its ``repr`` for the legacy ``cache_format`` 1)."""
     blob = json.dumps(
         {
-            "format": CACHE_FORMAT,
+            "format": cache_format,
             "model": model_config,
             "vocab": vocab,
             "task": task,
@@ -77,10 +113,14 @@ def warm_started(
     """Load the warm-started model for this recipe, training and caching it first if needed."""
     config_dict = model_config.to_dict()
     config_dict.pop("transformers_version", None)
-    key = cache_key(config_dict, tokenizer.get_vocab(), repr(task), asdict(recipe))
+    vocab, sft = tokenizer.get_vocab(), asdict(recipe)
+    key = cache_key(config_dict, vocab, task_fingerprint(task, recipe), sft)
     root = Path(cache_dir).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"warmstart-{key}"
+    legacy = root / f"warmstart-{cache_key(config_dict, vocab, repr(task), sft, _LEGACY_FORMAT)}"
+    if not (target / "meta.json").exists() and (legacy / "meta.json").exists():
+        target = legacy  # built by an older tempo for this very task and recipe
     with FileLock(str(target) + ".lock"):
         if not (target / "meta.json").exists():
             _train_and_save(model_config, tokenizer, task, recipe, target, accelerator)
@@ -90,7 +130,9 @@ def warm_started(
 
 def _train_and_save(model_config, tokenizer, task, recipe, target: Path, accelerator: str) -> None:
     torch.manual_seed(recipe.seed)
-    model = AutoModelForCausalLM.from_config(model_config)
+    # A copy: saving fills in the model's config (dtype, architectures), which would change
+    # the caller's config and so the key of its next lookup in this process.
+    model = AutoModelForCausalLM.from_config(copy.deepcopy(model_config))
     started = time.time()
     if recipe.steps > 0:
         print(f"[tempo] warm-start: {recipe.steps} SFT steps -> {target}", flush=True)
@@ -99,7 +141,7 @@ def _train_and_save(model_config, tokenizer, task, recipe, target: Path, acceler
             IndexedProblems(
                 task.train_problem,
                 recipe.steps * recipe.batch_size,
-                offset=recipe.seed * 10_000_000,
+                offset=recipe.seed * _SEED_OFFSET,
             ),
             batch_size=recipe.batch_size,
             collate_fn=SolutionCollator(tokenizer),
@@ -119,7 +161,12 @@ def _train_and_save(model_config, tokenizer, task, recipe, target: Path, acceler
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    meta = {"recipe": asdict(recipe), "task": repr(task), "seconds": time.time() - started}
+    meta = {
+        "recipe": asdict(recipe),
+        "task": repr(task),
+        "task_fingerprint": task_fingerprint(task, recipe),
+        "seconds": time.time() - started,
+    }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
