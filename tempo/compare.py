@@ -25,6 +25,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY",
         help="metric keys to tabulate instead of the default set (e.g. train/accuracy)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="LABEL",
+        help="a method label (e.g. fixed): also report every other method's per-seed "
+        "differences against it (t and bootstrap intervals, wins, seeds needed) and a figure",
+    )
     return parser.parse_args(argv)
 
 
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     handler = _print_warnings()
     try:
-        written = compare(args.dirs, args.out, args.metrics)
+        written = compare(args.dirs, args.out, args.metrics, args.baseline)
     except ReportError as err:
         print(f"tempo-compare: {err}", file=sys.stderr)
         return 2

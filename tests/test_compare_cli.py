@@ -103,3 +103,45 @@ def test_cli_reports_bad_files_per_run_and_the_other_runs(tmp_path) -> None:
     assert "| fixed | 0.5000 ± " in report and "| 2 |" in report
     assert "2 failed, unfinished or unreadable run(s)" in report
     assert "3 bad lines in metrics.jsonl" in (out / "report.html").read_text()
+
+
+def test_cli_baseline_reports_paired_differences(tmp_path) -> None:
+    """Per-seed differences vs the baseline, checked against the hand computation."""
+    runs = tmp_path / "runs"
+    fixed = {0: 0.40, 1: 0.42, 2: 0.38}
+    tampo = {0: 0.45, 1: 0.46, 2: 0.44, 3: 0.9}  # seed 3 has no baseline partner
+    for seed, acc in fixed.items():
+        make_run(runs, "fixed", seed, acc)
+    for seed, acc in tampo.items():
+        make_run(runs, "meta_policy", seed, acc)
+    out = tmp_path / "cmp"
+    proc = _run(str(runs), "--out", str(out), "--baseline", "fixed", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = (out / "report.md").read_text()
+    assert "## Paired differences vs `fixed`" in text
+    diffs = [tampo[s] - fixed[s] for s in range(3)]  # 0.05, 0.04, 0.06
+    mean = sum(diffs) / 3
+    std = (sum((d - mean) ** 2 for d in diffs) / 2) ** 0.5
+    half = 4.302653 * std / 3**0.5  # t_{0.975, 2}
+    row = next(
+        line
+        for line in text.split("### eval/arithmetic/accuracy (final)")[-1].splitlines()
+        if line.startswith("| meta_policy |")
+    )
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "3" and cells[5] == "3/0/0"
+    assert float(cells[2]) == round(mean, 4)
+    lo, hi = (float(x) for x in cells[3].strip("[]").split(","))
+    assert lo == round(mean - half, 4) and hi == round(mean + half, 4)
+    assert (out / "paired.png").is_file() and str(out / "paired.png") in proc.stdout.split()
+    assert "Paired differences vs" in (out / "report.html").read_text()
+
+
+def test_cli_unknown_baseline_is_one_line(tmp_path) -> None:
+    runs = tmp_path / "runs"
+    make_run(runs, "fixed", 0)
+    make_run(runs, "meta_policy", 0)
+    proc = _run(str(runs), "--out", str(tmp_path / "cmp"), "--baseline", "fixd", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'fixd'" in lines[0] and "fixed, meta_policy" in lines[0]

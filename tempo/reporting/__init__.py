@@ -16,6 +16,7 @@ from tempo.reporting.tables import (
     default_specs,
     finished,
     metric_table,
+    paired_table,
     runs_table,
     to_markdown,
 )
@@ -40,8 +41,15 @@ CI_NOTE = (
 )
 
 
-def build_report(runs: list[Run], sources: list[str], metrics: list[str] | None) -> Report:
-    """Runs table and per-metric tables (figures are added by `compare`)."""
+def build_report(
+    runs: list[Run],
+    sources: list[str],
+    metrics: list[str] | None,
+    baseline: str | None = None,
+) -> Report:
+    """Runs table, per-metric tables and, with a `baseline` label, paired differences against
+    it (figures are added by `compare`). An unknown baseline is a ReportError naming the
+    labels there are."""
     usable = finished(runs)
     specs = custom_specs(metrics) if metrics else default_specs(usable)
     tables = [table for spec in specs if (table := metric_table(runs, spec)) is not None]
@@ -57,21 +65,43 @@ def build_report(runs: list[Run], sources: list[str], metrics: list[str] | None)
                 f"{', '.join(repeated)}; they are averaged as if they were different seeds "
                 "(compare one experiment at a time if their settings differ)."
             )
-    return Report(sources=sources, runs=runs_table(runs), metrics=tables, notes=notes)
+    report = Report(sources=sources, runs=runs_table(runs), metrics=tables, notes=notes)
+    if baseline is not None:
+        labels = sorted({run.label for run in usable})
+        if baseline not in labels:
+            raise ReportError(
+                f"--baseline {baseline!r} is not a method with finished runs here; "
+                f"one of: {', '.join(labels) or '(none)'}"
+            )
+        report.baseline = baseline
+        for spec in specs:
+            found = paired_table(runs, spec, baseline)
+            if found is not None:
+                table, diffs = found
+                report.paired.append(table)
+                report.differences[table.title] = diffs
+    return report
 
 
 def compare(
-    dirs: list[str | os.PathLike], out: str | os.PathLike, metrics: list[str] | None = None
+    dirs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    metrics: list[str] | None = None,
+    baseline: str | None = None,
 ) -> list[Path]:
     """Load the runs below `dirs`, write report.md, PNGs and report.html to `out`; return paths."""
     from tempo.reporting.html import to_html
-    from tempo.reporting.plots import make_plots
+    from tempo.reporting.plots import make_plots, paired_plot
 
     runs = load_runs(dirs)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = build_report(runs, [str(d) for d in dirs], metrics)
+    report = build_report(runs, [str(d) for d in dirs], metrics, baseline)
     report.figures = make_plots(runs, out_dir)
+    if report.baseline is not None:
+        figure = paired_plot(report.differences, report.baseline, out_dir / "paired.png")
+        if figure is not None:
+            report.figures.append(figure)
     md_path = out_dir / "report.md"
     md_path.write_text(to_markdown(report, out_dir), encoding="utf-8")
     html_path = out_dir / "report.html"

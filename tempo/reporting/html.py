@@ -5,14 +5,14 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from tempo.reporting.tables import Report, Table
+from tempo.reporting.tables import PAIRED_NOTE, Report, Table
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 960px; margin: 2em auto; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f3f3f3; }
-td.failed { color: #b00; } td.unfinished { color: #a60; }
+td.failed { color: #b00; } td.unfinished { color: #a60; } td.unreadable { color: #b00; }
 img { max-width: 100%; }
 code { background: #f3f3f3; padding: 0 0.2em; }
 """
@@ -50,6 +50,15 @@ def to_html(report: Report) -> str:
         parts.append("<p>No finished runs: nothing to aggregate.</p>")
     for table in report.metrics:
         parts += [f"<h3>{escape(table.title)}</h3>", html_table(table)]
+    if report.baseline is not None:
+        parts += [
+            f"<h2>Paired differences vs <code>{escape(report.baseline)}</code></h2>",
+            f"<p>{escape(PAIRED_NOTE)}</p>",
+        ]
+        if not report.paired:
+            parts.append(f"<p>No method shares a seed with {escape(report.baseline)}.</p>")
+        for table in report.paired:
+            parts += [f"<h3>{escape(table.title)}</h3>", html_table(table)]
     if report.figures:
         parts.append("<h2>Plots</h2>")
     for figure in report.figures:

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tempo.reporting.paired import PairedDifference  # noqa: E402
 from tempo.reporting.runs import Run  # noqa: E402
 from tempo.reporting.tables import Figure, finished  # noqa: E402
 
@@ -104,6 +105,40 @@ def heatmap(label: str, group: list[Run], path: Path) -> Figure | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Figure(title, path)
+
+
+def paired_plot(
+    differences: dict[str, list[PairedDifference]], baseline: str, path: Path
+) -> Figure | None:
+    """Mean paired difference vs `baseline` with its 95% t-interval, one panel per metric."""
+    panels = [(title, diffs) for title, diffs in differences.items() if diffs]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(7, sum(0.45 * len(d) + 1.0 for _, d in panels)), squeeze=False
+    )
+    for ax, (title, diffs) in zip(axes[:, 0], panels, strict=True):
+        ys = list(range(len(diffs)))
+        for y, d in zip(ys, diffs, strict=True):
+            lo, hi = d.t_interval if d.t_interval is not None else (d.mean, d.mean)
+            colour = (
+                "tab:green"
+                if d.resolved and d.mean > 0
+                else ("tab:red" if d.resolved else "tab:gray")
+            )
+            ax.errorbar(
+                d.mean, y, xerr=[[d.mean - lo], [hi - d.mean]], fmt="o", color=colour, capsize=3
+            )
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_yticks(ys)
+        ax.set_yticklabels([f"{d.method} (n={d.n})" for d in diffs])
+        ax.set_title(title, fontsize="small")
+        ax.grid(alpha=0.3, axis="x")
+    axes[-1, 0].set_xlabel(f"difference vs {baseline} (95% paired t-interval)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Figure(f"Paired differences vs {baseline}", path)
 
 
 def make_plots(runs: list[Run], out: Path) -> list[Figure]:

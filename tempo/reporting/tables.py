@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tempo.reporting.paired import PairedDifference, paired_difference
 from tempo.reporting.runs import FINISHED, UNREADABLE, Run, finite, to_float
 from tempo.reporting.stats import mean_ci
 
@@ -54,6 +55,19 @@ class Report:
     metrics: list[Table]
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    baseline: str | None = None
+    paired: list[Table] = field(default_factory=list)  # one per metric, vs `baseline`
+    differences: dict[str, list[PairedDifference]] = field(default_factory=dict)  # by title
+
+
+PAIRED_NOTE = (
+    "Runs with the same seed see the same prompts, so each method is compared with the "
+    "baseline seed by seed: d_s = method_s - baseline_s. The mean of d over the seeds both "
+    "ran, its 95% t-interval (mean ± t(0.975, n-1) · s_d / √n), a 95% bootstrap percentile "
+    "interval (10,000 resamples of the seeds, seeded), how many seeds the method won, tied "
+    "and lost, and the seeds a paired t-test would need to resolve the observed mean "
+    "difference at 95% confidence with 80% power (with s_d as the true spread)."
+)
 
 
 def fmt(value: float) -> str:
@@ -144,6 +158,71 @@ def metric_table(runs: list[Run], spec: MetricSpec) -> Table | None:
     return Table(spec.title, ["method", "mean ± 95% CI", "n"], rows)
 
 
+def seed_values(runs: list[Run], spec: MetricSpec) -> dict[str, dict[int, float]]:
+    """Per method label, seed -> value of `spec` over its finished runs with a known seed
+    (a seed seen twice keeps the mean of its runs)."""
+    sums: dict[str, dict[int, list[float]]] = {}
+    for run in finished(runs):
+        value = run_value(run, spec)
+        if run.seed is None or value is None or not finite([value]):
+            continue
+        sums.setdefault(run.label, {}).setdefault(run.seed, []).append(value)
+    return {
+        label: {seed: sum(v) / len(v) for seed, v in by_seed.items()}
+        for label, by_seed in sums.items()
+    }
+
+
+def _interval(pair: tuple[float, float] | None) -> str:
+    return "n/a" if pair is None else f"[{fmt(pair[0])}, {fmt(pair[1])}]"
+
+
+def _needed(diff: PairedDifference) -> str:
+    if diff.seeds_needed is None:
+        return "n/a"
+    return f"> {diff.seeds_needed - 1}" if diff.seeds_needed > 10_000 else str(diff.seeds_needed)
+
+
+def paired_table(
+    runs: list[Run], spec: MetricSpec, baseline: str
+) -> tuple[Table, list[PairedDifference]] | None:
+    """Every other method minus `baseline` on `spec`, over the seeds both ran; None when no
+    method shares a seed with the baseline."""
+    values = seed_values(runs, spec)
+    if baseline not in values:
+        return None
+    diffs = [
+        diff
+        for label in sorted(values)
+        if label != baseline
+        and (diff := paired_difference(label, baseline, values[label], values[baseline]))
+    ]
+    if not diffs:
+        return None
+    rows = [
+        [
+            d.method,
+            str(d.n),
+            fmt(d.mean),
+            _interval(d.t_interval),
+            _interval(d.bootstrap_interval),
+            f"{d.wins}/{d.ties}/{d.losses}",
+            _needed(d),
+        ]
+        for d in diffs
+    ]
+    headers = [
+        "method",
+        "paired seeds",
+        f"mean difference vs {baseline}",
+        "95% t-interval",
+        "95% bootstrap",
+        "wins/ties/losses",
+        "seeds needed",
+    ]
+    return Table(spec.title, headers, rows), diffs
+
+
 def _display_path(path: Path) -> str:
     try:
         return os.path.relpath(path)
@@ -202,6 +281,12 @@ def to_markdown(report: Report, image_dir: Path) -> str:
         parts.append("No finished runs: nothing to aggregate.")
     for table in report.metrics:
         parts += [f"### {table.title}", "", markdown_table(table), ""]
+    if report.baseline is not None:
+        parts += [f"## Paired differences vs `{report.baseline}`", "", PAIRED_NOTE, ""]
+        if not report.paired:
+            parts += [f"No method shares a seed with `{report.baseline}`.", ""]
+        for table in report.paired:
+            parts += [f"### {table.title}", "", markdown_table(table), ""]
     if report.figures:
         parts += ["## Plots", ""]
         for figure in report.figures:
