@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,23 +18,29 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tempo.config_error import ConfigError
-from tempo.evaluation.loading import (
-    checkpoint_label,
-    find_checkpoint,
-    model_label,
-    read_run_config,
-)
-from tempo.evaluation.runner import DEFAULT_MAX_NEW_TOKENS, EvalParts, format_table, run_evaluation
-from tempo.hydra_cli import build, check_overrides, compose_task, config_dir
-from tempo.models.prompting import PromptConfig
+from tempo.hydra_cli import build, check_overrides, compose_task, config_dir, group_options
+from tempo.logging.console import route_lightning_logs, silence_third_party_noise
+
+# Torch, Lightning and the evaluation code are imported where they are used, so that
+# `tempo-eval --help` and bad overrides answer in well under two seconds.
+if TYPE_CHECKING:
+    from tempo.evaluation.runner import EvalParts
+    from tempo.models.prompting import PromptConfig
 
 
 def eval_label(checkpoint: str | None, name_or_path: str | None) -> str:
     """Run-directory / W&B name: the checkpoint's run directory, else the model's name."""
+    from tempo.evaluation.loading import checkpoint_label, model_label
+
     return checkpoint_label(checkpoint) if checkpoint else model_label(name_or_path)
 
 
 OmegaConf.register_new_resolver("eval_label", eval_label, replace=True)
+# `--help` lists the options of the groups tempo-eval reads (conf/eval.yaml hydra.help), not
+# every group of the config tree as Hydra's $APP_CONFIG_GROUPS would (most are training's).
+OmegaConf.register_new_resolver(
+    "group_options", lambda group: ", ".join(group_options(group)), replace=True
+)
 
 # The absolute path of the config tree, in a checkout and in an installed wheel alike.
 CONFIG_DIR = config_dir()
@@ -67,6 +73,8 @@ def task_names(cfg: DictConfig, run_cfg: DictConfig | None) -> list[Any]:
 def eval_prompt(node: DictConfig | None, run_cfg: DictConfig | None) -> PromptConfig:
     """The prompt settings: the checkpoint run's `prompt` block (runs from before it existed:
     the defaults), with every non-null field of this config's `prompt` on top."""
+    from tempo.models.prompting import PromptConfig
+
     base = {}
     if run_cfg is not None and run_cfg.get("prompt") is not None:
         base = OmegaConf.to_container(run_cfg.prompt, resolve=True)
@@ -84,6 +92,9 @@ def eval_prompt(node: DictConfig | None, run_cfg: DictConfig | None) -> PromptCo
 
 def parts_from_config(cfg: DictConfig) -> EvalParts:
     """Instantiate and validate everything before any model is loaded."""
+    from tempo.evaluation.loading import find_checkpoint, read_run_config
+    from tempo.evaluation.runner import DEFAULT_MAX_NEW_TOKENS, EvalParts
+
     options = build("eval", cfg.eval)
     common = {
         "options": options,
@@ -143,6 +154,10 @@ def parts_from_config(cfg: DictConfig) -> EvalParts:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def evaluate(cfg: DictConfig) -> dict | None:
     """One evaluation job (or one job of a `-m` sweep)."""
+    silence_third_party_noise()
+    from tempo.evaluation.runner import format_table, run_evaluation
+
+    route_lightning_logs()  # imported just now: its log lines through Hydra's job logging
     try:
         parts = parts_from_config(cfg)
         config = OmegaConf.to_container(cfg, resolve=True)

@@ -367,3 +367,41 @@ def test_countdown_trains_and_evaluates_with_its_own_check(tmp_path):
     assert summary["task"] == "countdown" and summary["status"] == "finished"
     assert {f"eval/countdown/{k}" for k in EVAL_KEYS} <= set(summary["final"])
     assert summary["final"]["reward/verifier_calls"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("module", "start", "listed"),
+    [
+        ("tempo.train", "tempo-train: train a language model with reinforcement", "method"),
+        ("tempo.evaluate", "tempo-eval: evaluate a tempo-train checkpoint", "tasks"),
+    ],
+)
+def test_help_says_what_the_command_does_and_lists_the_options(tmp_path, module, start, listed):
+    proc = run_module(module, "--help", cache=tmp_path / "cache", timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith(start), proc.stdout[:300]
+    lines = proc.stdout.splitlines()
+    command = start.split(":")[0]
+    examples = [line for line in lines if line.startswith(f"  {command} ")]
+    assert len(examples) == 3, examples
+    options = next(line for line in lines if line.startswith(f"{listed}: "))
+    names = {"method": ["fixed", "heuristic", "introspective", "meta_policy"]}
+    names["tasks"] = ["arithmetic", "countdown", "gsm8k"]
+    assert all(name in options.split(": ", 1)[1].split(", ") for name in names[listed]), options
+    assert "powered by Hydra" not in proc.stdout
+    if module == "tempo.evaluate":  # only the groups tempo-eval reads
+        assert "model: " in proc.stdout and not any(x.startswith("method:") for x in lines)
+
+
+def test_entry_points_import_without_torch_or_lightning():
+    """What keeps `--help` and bad overrides fast (about 0.8-1.5 s here): the heavy parts are
+    imported inside the job."""
+    code = (
+        "import sys, tempo.train, tempo.evaluate; "
+        "print(sorted(m for m in ('torch', 'lightning', 'transformers') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]"

@@ -17,7 +17,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
 from torch.utils.data import DataLoader
 
 from tempo.config_error import ConfigError
@@ -26,6 +25,7 @@ from tempo.evaluation.metrics import evaluation_metrics
 from tempo.evaluation.module import EvalModule
 from tempo.evaluation.settings import EvalDevice, EvalOptions
 from tempo.logging.jsonl import JsonlLogger
+from tempo.logging.progress import StepProgressBar
 from tempo.logging.wandb_setup import make_wandb_logger
 from tempo.models.preflight import prepare_model_io
 from tempo.models.prompting import PromptConfig
@@ -193,7 +193,7 @@ def _make_trainer(device: EvalDevice, run_dir: Path) -> L.Trainer:
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=device.progress_bar,
-        callbacks=[RichProgressBar()] if device.progress_bar else [],
+        callbacks=[StepProgressBar()] if device.progress_bar else [],
     )
 
 

@@ -35,6 +35,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from tempo.config_error import ConfigError
 from tempo.data.indexed import IndexedProblems
+from tempo.logging.progress import StepProgressBar
 from tempo.models.sft import SFTModule, SolutionCollator
 
 CACHE_FORMAT = 2  # bump when the warm-start code changes what a key produces
@@ -154,7 +155,7 @@ def _train_and_save(model_config, tokenizer, task, recipe, target: Path, acceler
             logger=False,
             enable_checkpointing=False,
             enable_model_summary=False,
-            callbacks=[L.pytorch.callbacks.RichProgressBar()],
+            callbacks=[StepProgressBar("warm-start step")],
         )
         trainer.fit(module, data)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")

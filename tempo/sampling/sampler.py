@@ -12,6 +12,7 @@ loop, and the "has every row finished?" test reads a flag copied to the host asy
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 
@@ -61,7 +62,7 @@ def exponential_race(probs: Tensor, generator: torch.Generator | None) -> Tensor
 def check_decoding_options(decoder: object, compact_below: object) -> None:
     """One-line errors for the sampler's options (also run when the run config is built)."""
     if decoder not in DECODERS:
-        raise ConfigError("decoder", decoder, f"one of {', '.join(DECODERS)}")
+        raise ConfigError("rollout.decoder", decoder, f"one of {', '.join(DECODERS)}")
     fraction = compact_below
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
         raise ConfigError("compact_below", fraction, "a fraction in [0, 1]")
@@ -71,6 +72,17 @@ def check_decoding_options(decoder: object, compact_below: object) -> None:
 
 def _supports_4d_mask(model: PreTrainedModel) -> bool:
     return getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager")
+
+
+def _cache_keyword(body: torch.nn.Module) -> str:
+    """The keyword the decoder body's forward takes its KV cache by: `cache` where the model
+    has it (transformers 5.x renamed `past_key_values`, deprecated for removal in 5.40), else
+    `past_key_values` (earlier 5.x releases, remote-code models that keep the old name)."""
+    try:
+        params = inspect.signature(body.forward).parameters
+    except (TypeError, ValueError):  # no introspectable signature: the long-standing name
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _hf_steps(
@@ -99,12 +111,13 @@ def _hf_steps(
         cache_positions = torch.arange(prompt_len, prompt_len + steps, device=device)
     else:
         cache = DynamicCache(config=model.config)
+    cache_kwarg = {_cache_keyword(body): cache}
     first = body(
         input_ids=prompt_ids,
         attention_mask=attn[:, :prompt_len],
         position_ids=positions,
-        past_key_values=cache,
         use_cache=True,
+        **cache_kwarg,
     ).last_hidden_state[:, -1]
 
     def step(token: Tensor, t: int) -> Tensor:
@@ -120,9 +133,9 @@ def _hf_steps(
             input_ids=token[:, None],
             attention_mask=mask_arg,
             position_ids=next_position + t,
-            past_key_values=cache,
             use_cache=True,
             cache_position=cache_position,
+            **cache_kwarg,
         ).last_hidden_state[:, -1]
 
     return first, step
@@ -213,7 +226,8 @@ class Sampler:
                 fast = FastDecoder(model, prompt_ids, prompt_mask, self.max_new_tokens)
                 return fast.first_hidden, fast.step, fast.keep
             if self.decoder == "fast":
-                raise ConfigError("decoder", "fast", f"auto or hf for this model ({reason})")
+                allowed = f"auto or hf for this model ({reason})"
+                raise ConfigError("rollout.decoder", "fast", allowed)
         first, step = _hf_steps(
             model, prompt_ids, prompt_mask, self.max_new_tokens, self.static_cache
         )
