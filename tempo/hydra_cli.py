@@ -200,9 +200,54 @@ def build(key: str, node: DictConfig) -> Any:
 
 
 class SweepReport(Callback):
-    """At the end of a `-m` sweep: one line counting finished and failed jobs (from each job's
-    `summary.json`), and exit code 1 if any failed. Jobs record a failure instead of raising,
-    so one bad job never stops a launcher from finishing the others."""
+    """Hydra callback for `-m` sweeps.
+
+    Before any job starts (`on_multirun_start`): every sweep point is composed, as Hydra's
+    sweeper would compose it, and the first that does not compose (e.g. `method=fixed,foo`)
+    ends the sweep in one line naming it and what is allowed, exit code 2. Hydra composes every
+    point before it launches any (so one bad choice cannot fail only its own job); doing the
+    same check here first gives one line instead of Hydra's error page. For a local launcher
+    (anything but submitit's) it also sets `tempo.runner.ISOLATE_ENV`, so each job trains in a
+    child process of its worker and a job killed by a signal (the out-of-memory killer) fails
+    alone instead of taking the joblib sweep down.
+
+    At the end (`on_multirun_end`): one line counting finished and failed jobs (from each
+    job's `summary.json`), and exit code 1 if any failed. Jobs record a failure instead of
+    raising, so one bad job never stops a launcher from finishing the others."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        bad = self._first_bad_point(config)
+        if bad is not None:
+            print(f"tempo: invalid sweep: {bad}; no job was started", file=sys.stderr)
+            sys.exit(2)
+        target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+        if "submitit" not in target:
+            import os
+
+            from tempo.runner import ISOLATE_ENV
+
+            os.environ[ISOLATE_ENV] = "1"
+
+    @staticmethod
+    def _first_bad_point(config: DictConfig) -> str | None:
+        """One line for the first sweep point that does not compose, else None."""
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+        params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+        args = [f"{key}={value}" for key, value in params.items()]
+        args += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        loader = GlobalHydra.instance().config_loader()
+        try:
+            parsed = OverridesParser.create(config_loader=loader).parse_overrides(args)
+            points = BasicSweeper.split_arguments(parsed, None)[0]
+        except HydraException as err:
+            return describe_composition_error(err, args)
+        for point in points:
+            try:
+                loader.load_sweep_config(config, list(point))
+            except HydraException as err:
+                return describe_composition_error(err, point)
+        return None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

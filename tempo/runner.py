@@ -12,8 +12,11 @@ checkpoints (by their loggers and Lightning).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import signal
 import sys
 import time
 import warnings
@@ -23,19 +26,31 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy, Strategy
 from lightning.pytorch.utilities import rank_zero_only
 
 from tempo.config_error import ConfigError
 from tempo.data.datamodule import PromptDataModule
 from tempo.fsdp import FSDPSettings, full_state_dict, is_sharded
+from tempo.isolation import ChildDied, in_child, run_in_child
+from tempo.logging.console import quiet_wandb_loggers
+from tempo.logging.final_report import print_final_report
 from tempo.logging.jsonl import JsonlLogger, JsonlState
+from tempo.logging.progress import StepProgressBar
 from tempo.logging.samples import DEFAULT_T_RANGE, SamplesConfig, SampleWriter
 from tempo.logging.wandb_setup import make_wandb_logger, run_tags
 from tempo.models.preflight import ModelIO, prepare_model_io, training_prompts
 from tempo.models.prompting import PromptConfig
-from tempo.rl.checkpoint_io import AtomicCheckpointIO
+from tempo.rl.checkpoint_io import (
+    AtomicCheckpointIO,
+    FollowMovedRun,
+    RunConfigStamp,
+    checkpoint_config,
+    checkpoint_problem,
+    prune_periodic_checkpoints,
+    remove_stale_temp_files,
+)
 from tempo.rl.grpo import GRPOConfig
 from tempo.rl.module import RLVRModule
 from tempo.rl.preemption import PreemptionCheckpoint
@@ -47,6 +62,7 @@ from tempo.rl.settings import (
     TrainerConfig,
     task_checks,
 )
+from tempo.run_lock import RunLock, is_locked
 from tempo.temperature.base import TemperatureController
 
 
@@ -73,9 +89,10 @@ class Preempted(Exception):
 
     def __init__(self, signum: int, step: int | None, checkpoint: Path) -> None:
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        name = signal.Signals(signum).name if signum in set(signal.Signals) else "?"
         super().__init__(
-            f"stopped by signal {signum} after RL step {step}; checkpoint {checkpoint}; "
-            "run the same command again (same run directory) to resume"
+            f"stopped by signal {signum} ({name}) after RL step {step}; checkpoint "
+            f"{checkpoint}; run the same command again (same run directory) to resume"
         )
 
 
@@ -103,34 +120,66 @@ def is_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest of the run directory's `last.ckpt` and `step<N>.ckpt` files. Saves are atomic
-    renames, so the newest file is complete; a job killed between writing `step<N>.ckpt` and
-    `last.ckpt` resumes from the former."""
+def latest_checkpoint(
+    run_dir: Path, unreadable: list[tuple[Path, str]] | None = None
+) -> Path | None:
+    """The newest of the run directory's `last.ckpt` and `step<N>.ckpt` files that loads. Saves
+    are atomic renames, so the newest file is normally complete; a job killed between writing
+    `step<N>.ckpt` and `last.ckpt` resumes from the former. A file that does not load (empty,
+    truncated, garbage) is passed over for the next newest, and listed in `unreadable` as
+    (path, reason)."""
     folder = run_dir / "checkpoints"
     found = [*folder.glob("step*.ckpt"), *folder.glob("last.ckpt")] if folder.is_dir() else []
-    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), default=None)
+    found.sort(key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), reverse=True)
+    for path in found:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        if unreadable is not None:
+            unreadable.append((path, problem))
+    return None
 
 
 def resolve_checkpoint(run_dir: Path, ckpt_path: str | os.PathLike | None) -> Path | None:
-    """The checkpoint to resume from: `ckpt_path` itself; for `last`, the run directory's newest
-    checkpoint, which must exist; for None that same one when there is one (a re-launched job
-    picks up its run)."""
-    latest = latest_checkpoint(run_dir)
-    if ckpt_path is None:
-        return latest
-    if str(ckpt_path) == "last":
-        if latest is None:
+    """The checkpoint to resume from: `ckpt_path` itself, which must load; for `last`, the run
+    directory's newest checkpoint that loads, which must exist; for None that same one when
+    there is one (a re-launched job picks up its run). Each checkpoint passed over because it
+    does not load is named in one line on stderr, with the one used instead; when none of the
+    run directory's checkpoints loads, that is an error (a fresh start would discard the run)."""
+    run_dir = Path(run_dir)
+    if ckpt_path is not None and str(ckpt_path) != "last":
+        if not Path(ckpt_path).is_file():
+            raise ConfigError("ckpt_path", str(ckpt_path), "an existing checkpoint file")
+        problem = checkpoint_problem(ckpt_path)
+        if problem is not None:
             raise ConfigError(
-                "ckpt_path",
-                "last",
-                f"'last' only when {run_dir / 'checkpoints'} holds a checkpoint "
-                "(set hydra.run.dir to the run)",
+                "ckpt_path", str(ckpt_path), f"a Lightning checkpoint file (this one: {problem})"
             )
-        return latest
-    if not Path(ckpt_path).is_file():
-        raise ConfigError("ckpt_path", str(ckpt_path), "an existing checkpoint file")
-    return Path(ckpt_path)
+        return Path(ckpt_path)
+    unreadable: list[tuple[Path, str]] = []
+    latest = latest_checkpoint(run_dir, unreadable)
+    if latest is None and unreadable:
+        bad = ", ".join(f"{p.name} ({why})" for p, why in unreadable)
+        raise ConfigError(
+            "ckpt_path" if ckpt_path is not None else "hydra.run.dir",
+            str(ckpt_path) if ckpt_path is not None else str(run_dir),
+            f"a run directory with a checkpoint that loads (none in {run_dir / 'checkpoints'} "
+            f"does: {bad}); move checkpoints/ aside to start the run afresh",
+        )
+    if unreadable and is_rank_zero():
+        for path, why in unreadable:
+            print(
+                f"[tempo] {path} is unreadable ({why}): resuming from {latest.name} instead",
+                file=sys.stderr,
+            )
+    if latest is None and ckpt_path is not None:
+        raise ConfigError(
+            "ckpt_path",
+            "last",
+            f"'last' only when {run_dir / 'checkpoints'} holds a checkpoint "
+            "(set hydra.run.dir to the run)",
+        )
+    return latest
 
 
 def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -143,18 +192,28 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: config}
 
 
-def check_same_experiment(run_dir: Path, config: dict[str, Any] | None, write: bool = True) -> None:
-    """Refuse to continue a run directory's checkpoint under a different config: the run's first
-    config is kept in `run_config.json` (written here when missing, if `write`), and only
-    RESUMABLE_CHANGES may differ."""
+def check_same_experiment(
+    run_dir: Path,
+    config: dict[str, Any] | None,
+    write: bool = True,
+    checkpoint: Path | None = None,
+) -> None:
+    """Refuse to continue a run directory's checkpoint under a different config: only
+    RESUMABLE_CHANGES may differ. The run's config is taken from the `checkpoint` itself (every
+    checkpoint carries it, see `RunConfigStamp`), else from `run_config.json` (the run's first
+    config); a missing `run_config.json` is written again (if `write`) from the checkpoint's,
+    or from `config` when neither exists."""
     saved_path = run_dir / "run_config.json"
     if config is None:
         return
-    if not saved_path.is_file():
+    stamped = checkpoint_config(checkpoint) if checkpoint is not None else None
+    if stamped is None and not saved_path.is_file():
         if write:
             saved_path.write_text(json.dumps(config, indent=2, default=str))
         return
-    saved = _flatten(json.loads(saved_path.read_text()))
+    if stamped is not None and write and not saved_path.is_file():
+        saved_path.write_text(json.dumps(stamped, indent=2, default=str))
+    saved = _flatten(stamped if stamped is not None else json.loads(saved_path.read_text()))
     now = _flatten(json.loads(json.dumps(config, default=str)))
     changed = sorted(
         key
@@ -187,61 +246,164 @@ def run_training(
     """Warm-start/load the model, evaluate, train with GRPO, evaluate, write summary.json.
 
     Resumes from `ckpt_path` (a Lightning checkpoint, or `last`), or by itself from the run
-    directory's `checkpoints/last.ckpt` when one exists: policy, optimisers, temperature
-    controller, RNG states, step and the metrics file's position are restored. Any failure
-    still writes `summary.json` (status `failed`, with the error) before it propagates.
+    directory's newest checkpoint that loads: policy, optimisers, temperature controller, RNG
+    states, step and the metrics file are restored. One process at a time holds the run
+    directory (`tempo.run_lock`); a second start is refused in one line. Any failure still
+    writes `summary.json` (status `failed`, with the error) before it propagates; a full disk
+    raises RunFailed (one line) with the files of the run left whole.
+
+    In a local sweep (SweepReport sets ISOLATE_ENV) the run trains in a forked child of the
+    sweep worker, so that a child killed by a signal (the out-of-memory killer) fails only this
+    job: its summary.json then says `failed` with the signal, and the summary is returned.
     """
+    args = (parts, run_dir, seed, run_name, experiment, config, ckpt_path)
+    labels = (method_label, model_label)
+    if os.environ.get(ISOLATE_ENV) == "1" and os.name == "posix" and not in_child():
+        try:
+            return run_in_child(_run_training, *args, *labels)
+        except ChildDied as died:
+            return _record_death(Path(run_dir), parts, died)
+    return _run_training(*args, *labels)
+
+
+class RunFailed(RuntimeError):
+    """The run stopped on a fault it has recorded in summary.json (e.g. a full disk); the
+    message is one line for the entry point to print."""
+
+
+#: Set to "1" (by `tempo.hydra_cli.SweepReport` for local launchers) to train each run in a
+#: child process of the caller (see `run_training`).
+ISOLATE_ENV = "TEMPO_ISOLATE_JOBS"
+
+#: errno values that mean "no space left": ENOSPC, and EDQUOT (a quota) where it exists.
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _describe_failure(err: BaseException) -> str:
+    """One line for summary.json's `error`."""
+    if isinstance(err, OSError) and err.errno in _DISK_FULL:
+        where = err.filename or "a file of the run"
+        return f"disk full (OSError {err.errno}) while writing {where}"
+    return f"{type(err).__name__}: {err}".splitlines()[0]
+
+
+def _record_death(run_dir: Path, parts: RunParts, died: ChildDied) -> dict[str, Any]:
+    """summary.json (and one line on stderr) for a run whose process died without one."""
+    error = f"{died.describe()}; start it again in its directory to resume from its last checkpoint"
+    summary: dict[str, Any] = {
+        "status": "failed",
+        "method": parts.method.name,
+        "task": parts.task.name,
+        "error": error,
+    }
+    print(f"[tempo] {run_dir}: the training process (PID {died.pid}) {error}", file=sys.stderr)
+    with contextlib.suppress(OSError):
+        _write_summary(run_dir, summary)
+    return summary
+
+
+def _run_training(
+    parts: RunParts,
+    run_dir: str | os.PathLike,
+    seed: int,
+    run_name: str,
+    experiment: str,
+    config: dict[str, Any] | None,
+    ckpt_path: str | os.PathLike | None,
+    method_label: str | None,
+    model_label: str | None,
+) -> dict[str, Any]:
+    """`run_training` in this process."""
     started = time.time()
     run_dir = Path(run_dir)
-    resume_from = resolve_checkpoint(run_dir, ckpt_path)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume_from is not None and ckpt_path is None:
-        print(f"[tempo] resuming from {resume_from}", file=sys.stderr)
     writer = is_rank_zero()
-    if (
-        resume_from is not None
-        and resume_from.resolve().parent == (run_dir / "checkpoints").resolve()
-    ):
-        check_same_experiment(run_dir, config, write=writer)
-    elif writer:
-        _set_aside_stale_files(run_dir)
-        if config is not None:
-            (run_dir / "run_config.json").write_text(json.dumps(config, indent=2, default=str))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir).acquire() if writer else None  # DDP ranks > 0 share rank 0's
     guard = PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt")
-    guard.install()
-    jsonl = JsonlLogger(run_dir)
-    module = None
     try:
+        if writer:  # saves of a killed process leave temporary files behind
+            for folder in (run_dir, run_dir / "checkpoints"):
+                remove_stale_temp_files(folder)
+        resume_from = resolve_checkpoint(run_dir, ckpt_path)
+        if resume_from is not None and ckpt_path is None:
+            print(f"[tempo] resuming from {resume_from}", file=sys.stderr)
+        if (
+            resume_from is not None
+            and resume_from.resolve().parent == (run_dir / "checkpoints").resolve()
+        ):
+            check_same_experiment(run_dir, config, write=writer, checkpoint=resume_from)
+        elif writer:
+            _set_aside_stale_files(run_dir)
+            if config is not None:
+                (run_dir / "run_config.json").write_text(json.dumps(config, indent=2, default=str))
+        guard.install()
+        jsonl = JsonlLogger(run_dir)
+        module = None
         labels = {"method": method_label or parts.method.name, "model": model_label or "model"}
-        module, status = _train(
-            parts, run_dir, seed, run_name, experiment, config, resume_from, guard, jsonl, labels
-        )
-    except BaseException as err:
-        if not isinstance(err, KeyboardInterrupt) and is_rank_zero():
+        try:
+            module, status = _train(
+                parts,
+                run_dir,
+                seed,
+                run_name,
+                experiment,
+                config,
+                resume_from,
+                guard,
+                jsonl,
+                labels,
+            )
             jsonl.close()
-            steps = module.rl_step if module is not None else None
-            summary = _summary(jsonl, parts, "failed", time.time() - started, steps)
-            summary["error"] = f"{type(err).__name__}: {err}".splitlines()[0]
-            _write_summary(run_dir, summary)
-        raise
+        except BaseException as err:
+            error = _describe_failure(err)
+            steps = module.rl_step if module is not None else jsonl.current_step
+            written = False
+            if not isinstance(err, KeyboardInterrupt) and writer:
+                with contextlib.suppress(OSError):
+                    jsonl.close()  # the open step, unless the disk is still full
+                summary = _summary(jsonl, parts, "failed", time.time() - started, steps)
+                summary["error"] = error
+                with contextlib.suppress(OSError):
+                    _write_summary(run_dir, summary)
+                    written = True
+                print_final_report(run_dir, summary)
+            if isinstance(err, OSError) and err.errno in _DISK_FULL:
+                note = "summary.json says so" if written else "summary.json could not be written"
+                raise RunFailed(
+                    f"{error} at RL step {steps}; {note}; metrics.jsonl and the checkpoints are "
+                    "whole: free some space and run the same command again to resume"
+                ) from err
+            raise
+        summary = _summary(jsonl, parts, status, time.time() - started, module.rl_step)
+        if writer:  # other ranks' loggers hold nothing: their summary would be empty
+            try:
+                _write_summary(run_dir, summary)
+            except OSError as err:
+                if err.errno not in _DISK_FULL:
+                    raise
+                raise RunFailed(
+                    f"{_describe_failure(err)} after the run {status}; the checkpoints and "
+                    "metrics.jsonl are whole"
+                ) from err
+            print_final_report(run_dir, summary)
+        if status in ("preempted", "interrupted"):
+            guard.uninstall()
+            guard.chain()  # e.g. submitit's requeue, which may exit here
+            raise Preempted(guard.signum, guard.saved_step, guard.path)
+        return summary
     finally:
         guard.uninstall()
-    jsonl.close()
-    summary = _summary(jsonl, parts, status, time.time() - started, module.rl_step)
-    if is_rank_zero():  # other ranks' loggers hold nothing: their summary would be empty
-        _write_summary(run_dir, summary)
-    if status == "preempted":
-        guard.chain()  # e.g. submitit's requeue, which may exit here
-        raise Preempted(guard.signum, guard.saved_step, guard.path)
-    return summary
+        if lock is not None:
+            lock.release()
 
 
 def record_failure(run_dir: str | os.PathLike, error: str) -> None:
     """Mark a run that failed before training started (e.g. a bad value in one sweep job), so
-    `tempo-compare` lists it; an existing summary (an earlier run's result) is never replaced.
-    Under DDP only global rank 0 writes it."""
+    `tempo-compare` lists it; an existing summary (an earlier run's result) is never replaced,
+    nor is anything written while another process holds the run directory (a second start
+    refused by the lock). Under DDP only global rank 0 writes it."""
     run_dir = Path(run_dir)
-    if not is_rank_zero() or (run_dir / "summary.json").exists():
+    if not is_rank_zero() or (run_dir / "summary.json").exists() or is_locked(run_dir):
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_summary(run_dir, {"status": "failed", "error": error.splitlines()[0] if error else ""})
@@ -258,9 +420,17 @@ def _set_aside_stale_files(run_dir: Path) -> None:
 
 
 def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    tmp = run_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, run_dir / "summary.json")
+    """Replace summary.json atomically; on a failed write (OSError naming the file) the old
+    one, if any, stays."""
+    path = run_dir / "summary.json"
+    tmp = run_dir / f".summary.json.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, path)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _train(
@@ -333,7 +503,9 @@ def _train(
                 config=config,
             )
         )
-    trainer = _make_trainer(parts, run_dir, loggers, [JsonlState(jsonl), guard])
+    stamp = RunConfigStamp(config)  # the check of a resume's config needs no other file
+    moved = FollowMovedRun()  # a moved run directory keeps its checkpoint bookkeeping
+    trainer = _make_trainer(parts, run_dir, loggers, [JsonlState(jsonl), stamp, moved, guard])
     try:
         if parts.evaluation.at_start and resume_from is None:
             trainer.validate(module, datamodule=data, verbose=False)
@@ -343,7 +515,7 @@ def _train(
             if guard.saved_step is None:  # signalled before the first step ended
                 trainer.save_checkpoint(guard.path)
                 guard.saved_step = module.rl_step
-            status = "preempted"
+            status = guard.status  # preempted, or interrupted (Ctrl-C)
         else:
             trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # the final state
             if module.last_eval_step != module.rl_step:
@@ -352,6 +524,8 @@ def _train(
     finally:
         for each in {id(s): s for s in [scorer, *eval_scorers.values()]}.values():
             each.close()
+    if is_rank_zero():  # files of killed saves or of the checkpoint resumed from
+        prune_periodic_checkpoints(run_dir / "checkpoints", parts.trainer.keep_checkpoints)
     if status == "finished":
         save_final_model(model, tokenizer, run_dir / "final_model")
     for logger in loggers[1:]:
@@ -370,6 +544,7 @@ def preflight(parts: RunParts) -> ModelIO:
         parts.rollout.stop_tokens,
         parts.rollout.max_new_tokens,
         [(f"{parts.task.name} (train)", training_prompts(parts.task)), *held_out],
+        decoder=parts.rollout.decoder,
     )
 
 
@@ -506,11 +681,13 @@ def _make_trainer(
             monitor="step" if parts.trainer.keep_checkpoints > 1 else None,
             mode="max",
             save_last=True,
+            enable_version_counter=False,  # overwrite last.ckpt, never last-v1.ckpt
         ),
         *extra_callbacks,
     ]
     if parts.trainer.progress_bar:
-        callbacks.append(RichProgressBar())
+        callbacks.append(StepProgressBar())  # `step s/N` with reward, mean T, entropy
+    quiet_wandb_loggers(loggers)  # before the W&B run starts
     return L.Trainer(
         default_root_dir=run_dir,
         max_steps=steps,
