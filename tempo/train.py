@@ -1,4 +1,8 @@
-"""`tempo-train`: compose the config with Hydra, validate every group, run one training job."""
+"""`tempo-train`: compose the config with Hydra, validate every group, run one training job.
+
+Torch, Lightning and the runner are imported inside the job, so `tempo-train --help` and bad
+overrides answer in well under two seconds.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import importlib
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -14,8 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from tempo.config_error import ConfigError
 from tempo.hydra_cli import build, check_overrides, compose_task, config_dir
-from tempo.rl.nonfinite import NonFiniteError
-from tempo.runner import Preempted, RunParts, record_failure, run_training
+from tempo.logging.console import (
+    console_to_log_file,
+    route_lightning_logs,
+    silence_third_party_noise,
+)
+
+if TYPE_CHECKING:
+    from tempo.runner import RunParts
 
 # The absolute path of the config tree, in a checkout and in an installed wheel alike.
 CONFIG_DIR = config_dir()
@@ -76,10 +87,15 @@ GROUPS = (
 
 def parts_from_config(cfg: DictConfig) -> RunParts:
     """Instantiate every group (validating each value), then the checks that span groups."""
+    from tempo.rl.settings import check_accelerator_available
+    from tempo.runner import RunParts
+
+    check_seed("seed", cfg.seed)
     built = {key: build(key, cfg[key]) for key in GROUPS}
     built["evaluation"] = built.pop("eval")
     built["eval_tasks"] = eval_tasks(built["evaluation"], built["task"].name)
     parts = RunParts(**built)
+    check_accelerator_available(parts.trainer)
     available = len(parts.task.test_problems())
     if parts.evaluation.num_problems > available:
         raise ConfigError(
@@ -88,6 +104,17 @@ def parts_from_config(cfg: DictConfig) -> RunParts:
             f"at most the {available} held-out problems of task {parts.task.name!r}",
         )
     return parts
+
+
+#: The seeds torch, numpy and Lightning's `seed_everything` all take.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(key: str, value: object) -> int:
+    """An integer seed in [0, 2**32 - 1] (bools and strings refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(key, value, f"an integer in [0, {MAX_SEED}]")
+    return value
 
 
 def eval_tasks(evaluation, training_task: str) -> list:
@@ -103,16 +130,55 @@ def eval_tasks(evaluation, training_task: str) -> list:
         node = compose_task(
             name, evaluation.task_overrides.get(name), key="eval.tasks", overrides_key=key
         )
-        task = build(key, node)
+        task = build_extra_task(name, node, evaluation.task_overrides.get(name), key)
         if not task.test_problems():
             raise ConfigError("eval.tasks", name, "a task with held-out problems (none found)")
         tasks.append(task)
     return tasks
 
 
+def build_extra_task(name: str, node: DictConfig, given: object, key: str) -> object:
+    """Task `name` of `eval.tasks`, built from `node`. A bad value the user set in `key`
+    (`eval.task_overrides.<name>`) is named there; one of the task's own config, which the
+    user never wrote, is reported under `eval.tasks`, with the override that would change it."""
+    try:
+        return build(key, node)
+    except ConfigError as err:
+        field = err.key.removeprefix(f"{key}.")
+        if field != err.key and _holds(given, field.split(".")):
+            raise
+        raise ConfigError(
+            "eval.tasks",
+            name,
+            f"a task whose config works (its {field}={err.value!r} is invalid: allowed "
+            f"{err.allowed}; change it with +{key}.{field}=...)",
+        ) from None
+
+
+def _holds(mapping: object, path: list[str]) -> bool:
+    """Whether nested `mapping` has a value at `path` (a key's `[i]` index is ignored)."""
+    for part in path:
+        part = part.split("[", 1)[0]
+        if not hasattr(mapping, "get") or part not in mapping:
+            return False
+        mapping = mapping[part]
+    return True
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def train(cfg: DictConfig) -> dict | None:
-    """One training job (or one job of a `-m` sweep)."""
+    """One training job (or one job of a `-m` sweep), its console copied into the job log
+    (`train.log` in the run directory)."""
+    silence_third_party_noise()
+    with console_to_log_file():
+        return _train_job(cfg)
+
+
+def _train_job(cfg: DictConfig) -> dict | None:
+    from tempo.rl.nonfinite import NonFiniteError
+    from tempo.runner import Preempted, RunFailed, record_failure, run_training
+
+    route_lightning_logs()  # imported just now: its log lines through Hydra's job logging
     run_dir = HydraConfig.get().runtime.output_dir
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     choices = HydraConfig.get().runtime.choices
@@ -142,7 +208,7 @@ def train(cfg: DictConfig) -> dict | None:
     except Preempted as err:
         print(f"tempo-train: {err}", file=sys.stderr)
         sys.exit(128 + err.signum)
-    except NonFiniteError as err:  # the runner wrote summary.json and the checkpoint
+    except (NonFiniteError, RunFailed) as err:  # the runner wrote summary.json (if it could)
         print(f"tempo-train: {err}", file=sys.stderr)
         if multirun:
             return None

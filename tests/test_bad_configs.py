@@ -47,6 +47,11 @@ BAD = [
     ("method=meta_policy method.top_p=0", "invalid config: method.top_p=0 is invalid"),
     ("method=introspective method.t_min=2.0", "invalid config: method.t_min=2.0 is invalid"),
     ("method=heuristic method.rule=edt method.edt.t0=-1", "invalid config: method.edt.t0=-1 is invalid"),
+    ("method=heuristic method.edt.theta=0.2", "invalid config: method.edt.theta=0.2 is invalid: allowed its default 0.5 only: the selected rule is linear"),
+    ("eval.temperature=inf", "invalid config: eval.temperature=inf is invalid: allowed a finite number > 0"),
+    ("seed=abc", "invalid config: seed='abc' is invalid: allowed an integer in [0, 4294967295]"),
+    ("seed=-1", "invalid config: seed=-1 is invalid: allowed an integer in [0, 4294967295]"),
+    ("model.attn_implementation=flash", "invalid config: model.attn_implementation='flash' is invalid: allowed one of eager, sdpa, "),
     ("trainer.precision=fp7", "invalid config: trainer.precision='fp7' is invalid: allowed one of 32-true"),
     ("logger.mode=loud", "invalid config: logger.mode='loud' is invalid: allowed one of auto, online, offline, disabled"),
     # unknown option, rule or key

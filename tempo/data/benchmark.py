@@ -32,7 +32,8 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,36 @@ def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     text = text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
     return f"{type(err).__name__}: {text}"
+
+
+def _reader_error(err: BaseException) -> BaseException:
+    """The reader's own error in an exception chain: `datasets` wraps it (e.g. pyarrow's
+    "JSON parse error: Invalid value. in row 1") in a generic DatasetGenerationError."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if not type(current).__module__.startswith("datasets"):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return err
+
+
+@contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """`datasets` without its progress bars and log lines (errors are raised, and reported by
+    tempo in one line) for the duration; its settings are restored afterwards."""
+    from datasets.utils import logging as ds_logging
+
+    verbosity, bars = ds_logging.get_verbosity(), ds_logging.is_progress_bar_enabled()
+    ds_logging.set_verbosity(ds_logging.CRITICAL)
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        ds_logging.set_verbosity(verbosity)
+        if bars:
+            ds_logging.enable_progress_bar()
 
 
 def hub_offline() -> bool:
@@ -139,7 +170,9 @@ class BenchmarkTask:
         self.answer_field = _required_str("answer_field", answer_field)
         self.solution_field = _optional_str("solution_field", solution_field)
         if answer_format not in self.ANSWER_FORMATS:
-            raise ConfigError("answer_format", answer_format, f"one of {self.ANSWER_FORMATS}")
+            raise ConfigError(
+                "answer_format", answer_format, f"one of {', '.join(self.ANSWER_FORMATS)}"
+            )
         self.answer_format = answer_format
         if not isinstance(prompt_template, str) or "{question}" not in prompt_template:
             raise ConfigError("prompt_template", prompt_template, "a string containing {question}")
@@ -302,7 +335,7 @@ class BenchmarkTask:
             raise ConfigError(key, value, "a path to a .jsonl/.json/.parquet/.csv file")
         file = Path(value).expanduser()
         if file.suffix.lower() not in BUILDERS:
-            raise ConfigError(key, str(value), f"a file ending in one of {tuple(BUILDERS)}")
+            raise ConfigError(key, str(value), f"a file ending in one of {', '.join(BUILDERS)}")
         if not file.is_file():
             raise ConfigError(key, str(value), "an existing .jsonl/.json/.parquet/.csv file")
         return file
@@ -387,14 +420,17 @@ class BenchmarkTask:
         if file.stat().st_size == 0:
             raise ConfigError(key, str(file), "a non-empty data file (this one has no rows)")
         try:
-            return datasets.load_dataset(
-                BUILDERS[file.suffix.lower()],
-                data_files={role: str(file)},
-                split=role,
-                cache_dir=self.cache_dir,
-            )
+            with _quiet_datasets():  # a bad file is reported in one line, not a log and bars
+                return datasets.load_dataset(
+                    BUILDERS[file.suffix.lower()],
+                    data_files={role: str(file)},
+                    split=role,
+                    cache_dir=self.cache_dir,
+                )
         except Exception as err:  # noqa: BLE001 - any reader failure is a bad file
-            raise ConfigError(key, str(file), f"a readable data file ({_one_line(err)})") from err
+            raise ConfigError(
+                key, str(file), f"a readable data file ({_one_line(_reader_error(err))})"
+            ) from err
 
     def _load_hub(self) -> Any:
         import datasets

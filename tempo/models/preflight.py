@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
+from tempo.config_error import ConfigError
 from tempo.data.problem import Problem
 from tempo.models.prompting import PromptBuilder, PromptConfig
 from tempo.models.special_tokens import check_fits_context, context_length, stop_token_ids
@@ -33,6 +35,22 @@ def training_prompts(task: Any, limit: int = TRAIN_PROMPTS_CHECKED) -> list[Prob
     return [task.train_problem(i) for i in range(count)]
 
 
+def check_decoder(spec: Any, config: Any, decoder: str, key: str = "rollout.decoder") -> None:
+    """`decoder=fast` insists on tempo's fused decoding step: refuse it, from the model's
+    config alone, for a model that step cannot reproduce (instead of at the first rollout)."""
+    if decoder != "fast":
+        return
+    from tempo.sampling.fast_decoder import supports
+
+    lora = getattr(spec, "lora", None)
+    if lora is not None and getattr(lora, "enabled", False):
+        reason: str | None = "LoRA adapters (the fast step reads the base weights only)"
+    else:
+        reason = supports(SimpleNamespace(config=config))
+    if reason is not None:
+        raise ConfigError(key, decoder, f"auto or hf for this model ({reason})")
+
+
 def prepare_model_io(
     spec: Any,
     prompt_config: PromptConfig | None,
@@ -43,11 +61,16 @@ def prepare_model_io(
     prompt_key: str = "prompt",
     stop_key: str = "rollout.stop_tokens",
     budget_key: str = "rollout.max_new_tokens",
+    decoder: str | None = None,
+    decoder_key: str = "rollout.decoder",
 ) -> ModelIO:
     """Build the prompt path and stop ids of model `spec` (a TinyModel or PretrainedModel) and
-    check every prompt of `problems` ((source name, problems) pairs) against the context."""
+    check every prompt of `problems` ((source name, problems) pairs) against the context, and
+    `decoder` (when given) against the model's architecture."""
     tokenizer = spec.load_tokenizer()
     config = spec.model_config()
+    if decoder is not None:
+        check_decoder(spec, config, decoder, decoder_key)
     builder = PromptBuilder(tokenizer, prompt_config, key=prompt_key)
     stops = stop_token_ids(
         tokenizer,

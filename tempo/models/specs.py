@@ -7,6 +7,7 @@ in `build`, after every other part of the config has been checked.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,28 @@ from tempo.models.tokenizer import build_char_tokenizer
 from tempo.models.warmstart import WarmStartConfig, warm_started
 
 
+def attention_implementations() -> tuple[str, ...]:
+    """The `attn_implementation` names transformers can load a model with: eager and every
+    registered attention function (sdpa, flash_attention_2/3/..., flex_attention), without
+    the `paged|` variants of its continuous-batching server."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    names = [k for k in ALL_ATTENTION_FUNCTIONS.valid_keys() if not k.startswith("paged|")]
+    return ("eager", "sdpa", *sorted(set(names) - {"eager", "sdpa"}))
+
+
+def check_attention(key: str, value: object, hub_kernels: bool = False) -> str:
+    """`value` if it is an attention implementation transformers loads (with `hub_kernels`,
+    also a hub kernel repository `owner/name`, as transformers 5 accepts), else ConfigError."""
+    names = attention_implementations()
+    if isinstance(value, str) and (
+        value in names or (hub_kernels and re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w.-]+)?", value))
+    ):
+        return value
+    extra = " or a hub kernel repository owner/name" if hub_kernels else ""
+    raise ConfigError(key, value, f"one of {', '.join(names)}{extra}")
+
+
 class TinyModel:
     """~1M-parameter Qwen2/Llama built from a config, warm-started on the task and cached."""
 
@@ -42,6 +65,7 @@ class TinyModel:
         warmstart: Mapping[str, Any] | None = None,
         cache_dir: str = "~/.cache/tempo",
     ) -> None:
+        check_attention("attn_implementation", attn_implementation)
         self.tokenizer = build_char_tokenizer()
         self.config = tiny_config(
             self.tokenizer,
@@ -113,7 +137,16 @@ class PretrainedModel:
                 "name_or_path", name_or_path, "a directory holding config.json (none found there)"
             )
         self.name_or_path = str(Path(name_or_path).expanduser()) if looks_local else name_or_path
-        self.dtype, self.attn_implementation = dtype, attn_implementation
+        self.dtype = dtype
+        self.attn_implementation = check_attention(
+            "attn_implementation", attn_implementation, hub_kernels=True
+        )
+        if not isinstance(trust_remote_code, bool):  # "abc" is truthy: it would run remote code
+            raise ConfigError("trust_remote_code", trust_remote_code, "true or false")
+        if revision is not None and (not isinstance(revision, str) or not revision):
+            raise ConfigError(
+                "revision", revision, "a branch, tag or commit of the hub repo, or null"
+            )
         self.trust_remote_code, self.revision = trust_remote_code, revision
         for key, value in (("pad_token", pad_token), ("eos_token", eos_token)):
             if value is not None and (not isinstance(value, str) or not value):

@@ -228,7 +228,9 @@ class GRPOConfig:
     def __post_init__(self) -> None:
         checks: list[tuple[str, Callable[[], bool], str]] = [
             ("group_size", lambda: _is_int(self.group_size) and self.group_size >= 2, "int >= 2"),
-            ("eps", lambda: self.eps >= 0, ">= 0"),
+            ("scale_by_std", lambda: isinstance(self.scale_by_std, bool), "true or false"),
+            ("unbiased_std", lambda: isinstance(self.unbiased_std, bool), "true or false"),
+            ("eps", lambda: 0 <= self.eps < float("inf"), "a finite number >= 0"),
             ("clip_low", lambda: 0 < self.clip_low < 1, "0 < clip_low < 1"),
             ("clip_high", lambda: self.clip_high > 0, "> 0"),
             ("aggregation", lambda: self.aggregation in AGGREGATION_MODES, _MODES_TEXT),

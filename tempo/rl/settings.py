@@ -93,8 +93,15 @@ class EvalConfig:
         _positive_int("num_problems", self.num_problems)
         _positive_int("samples", self.samples)
         _positive_int("batch_size", self.batch_size)
-        if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
-            raise ConfigError("temperature", self.temperature, "a number > 0")
+        if (
+            isinstance(self.temperature, bool)
+            or not isinstance(self.temperature, (int, float))
+            or not 0 < self.temperature < math.inf
+        ):
+            raise ConfigError("temperature", self.temperature, "a finite number > 0")
+        for key in ("greedy", "at_start"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(key, getattr(self, key), "true or false")
         self.ks = tuple(self.ks)
         if not self.ks or any(
             isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.samples
@@ -213,10 +220,34 @@ class TrainerConfig:
             _positive_int("keep_checkpoints", self.keep_checkpoints)
         if self.threads is not None:
             _positive_int("threads", self.threads)
-        if not isinstance(self.gradient_checkpointing, bool):
+        for key in ("gradient_checkpointing", "progress_bar"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(key, getattr(self, key), "true or false")
+
+
+def check_accelerator_available(trainer: TrainerConfig, key: str = "trainer") -> None:
+    """Refuse, before any model work, an accelerator this machine does not have (a `gpu`
+    trainer without CUDA, more GPUs than are visible, `mps` off Apple silicon). Kept apart
+    from TrainerConfig so that configs for other machines still build anywhere."""
+    import torch
+
+    accelerator, devices = trainer.accelerator, trainer.devices
+    if accelerator in ("gpu", "cuda"):
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if found == 0:
             raise ConfigError(
-                "gradient_checkpointing", self.gradient_checkpointing, "true or false"
+                f"{key}.accelerator",
+                accelerator,
+                "cpu or auto on this machine (no CUDA GPU is visible; trainer=cpu)",
             )
+        if isinstance(devices, int) and devices > found:
+            raise ConfigError(
+                f"{key}.devices", devices, f"at most the {found} GPU(s) visible here, or auto"
+            )
+    elif accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            f"{key}.accelerator", accelerator, "cpu or auto on this machine (MPS is unavailable)"
+        )
 
 
 @dataclass
@@ -235,3 +266,18 @@ class LoggerConfig:
         modes = ("auto", "online", "offline", "disabled")
         if self.mode not in modes:
             raise ConfigError("mode", self.mode, f"one of {', '.join(modes)}")
+        if not isinstance(self.project, str) or not self.project:
+            raise ConfigError("project", self.project, "a W&B project name")
+        from tempo.logging.wandb_setup import MAX_TAG_LENGTH
+
+        tags = [self.tags] if isinstance(self.tags, (str, int)) else self.tags
+        if not isinstance(tags, (list, tuple)) or not all(
+            isinstance(t, (str, int))
+            and not isinstance(t, bool)
+            and 1 <= len(str(t).strip()) <= MAX_TAG_LENGTH
+            for t in tags
+        ):
+            raise ConfigError(
+                "tags", self.tags, f"a list of tags of 1 to {MAX_TAG_LENGTH} characters"
+            )
+        self.tags = tuple(str(t) for t in tags)

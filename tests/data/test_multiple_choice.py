@@ -437,7 +437,7 @@ def test_check_choice_is_fast_on_hostile_input(hostile):
         ({"option_fields": ["q_op1", "q_op1"]}, "task.option_fields", "2 to 26 distinct"),
         ({"option_fields": "q_op1"}, "task.option_fields", "2 to 26 distinct"),
         ({"option_fields": ["q_op1", "q_op9"]}, "task.option_fields[1]", "found ["),
-        ({"answer_format": "boxed"}, "task.answer_format", "'letter', 'index', 'text'"),
+        ({"answer_format": "boxed"}, "task.answer_format", "letter, index, text"),
         ({"shuffle_seed": "x"}, "task.shuffle_seed", "an integer"),
         ({"shuffle_options": "yes"}, "task.shuffle_options", "true or false"),
         ({"match_option_text": 1}, "task.match_option_text", "true or false"),

@@ -1,8 +1,9 @@
 """`heuristic`: rule-based temperature control, one method with a `rule` sub-option.
 
 `conf/method/heuristic.yaml` holds `rule` and one block of knobs per rule; Hydra calls
-`build_heuristic(rule=..., linear={...}, edt={...}, ...)`, which builds only the chosen rule
-from its own block. Rules (see each module for the math):
+`build_heuristic(rule=..., linear={...}, edt={...}, ...)`, which builds the chosen rule from its
+own block and refuses a changed knob in any other block (it would never be read). Rules (see
+each module for the math):
 
     linear, cosine, exponential   training-step schedules          (schedules.py)
     entropy_target                E3 step-level entropy controller (entropy_target.py)
@@ -51,11 +52,43 @@ def knobs(cls: type[HeuristicRule]) -> tuple[str, ...]:
     return tuple(name for name in params if name != "self")
 
 
+def defaults(cls: type[HeuristicRule]) -> dict[str, Any]:
+    """Each knob of a rule class and its default (the value its YAML block ships with)."""
+    params = inspect.signature(cls.__init__).parameters
+    return {name: p.default for name, p in params.items() if name != "self"}
+
+
+def _check_knob_names(block: str, settings: Mapping[str, Any]) -> None:
+    accepted = knobs(RULES[block])
+    for knob, value in settings.items():
+        if knob not in accepted:
+            raise ConfigError(
+                f"{block}.{knob}", value, f"a knob of {block}: one of {', '.join(accepted)}"
+            )
+
+
+def _check_unread_block(block: str, settings: Mapping[str, Any], rule: str) -> None:
+    """A block of a rule that is not selected may only hold its defaults: anything else
+    would be recorded in the run's config but never read."""
+    _check_knob_names(block, settings)
+    for knob, default in defaults(RULES[block]).items():
+        value = settings.get(knob, default)
+        if value != default or isinstance(value, bool) != isinstance(default, bool):
+            raise ConfigError(
+                f"{block}.{knob}",
+                value,
+                f"its default {default!r} only: the selected rule is {rule}, and {block}'s "
+                f"knobs are read only with rule={block} (select that rule or drop the setting)",
+            )
+
+
 def build_heuristic(rule: str = "linear", **blocks: Mapping[str, Any] | None) -> HeuristicRule:
-    """Build rule `rule` from its block of knobs; other rules' blocks are only name-checked.
+    """Build rule `rule` from its block of knobs. Every block is checked: an unknown block or
+    knob is refused, and so is a knob of another rule's block that differs from its default
+    (the run would record it but never read it).
 
     Raises ConfigError with key `rule` for an unknown rule, `<block>` for an unknown block or
-    one that is not a mapping, and `<rule>.<knob>` for an unknown or invalid knob.
+    one that is not a mapping, and `<block>.<knob>` for an unknown, invalid or unread knob.
     """
     names = ", ".join(RULES)
     if not isinstance(rule, str) or rule not in RULES:
@@ -65,15 +98,12 @@ def build_heuristic(rule: str = "linear", **blocks: Mapping[str, Any] | None) ->
             raise ConfigError(block, value, f"a rule block: one of {names}")
         if value is not None and not isinstance(value, Mapping):
             raise ConfigError(block, value, f"a mapping of {block} knobs")
-    cls = RULES[rule]
     settings = dict(blocks.get(rule) or {})
-    accepted = knobs(cls)
-    for knob, value in settings.items():
-        if knob not in accepted:
-            raise ConfigError(
-                f"{rule}.{knob}", value, f"a knob of {rule}: one of {', '.join(accepted)}"
-            )
-    return cls(**settings)
+    _check_knob_names(rule, settings)
+    for block, value in blocks.items():
+        if block != rule:
+            _check_unread_block(block, dict(value or {}), rule)
+    return RULES[rule](**settings)
 
 
 __all__ = [
@@ -88,5 +118,6 @@ __all__ = [
     "StepSchedule",
     "TwoLevelTemperature",
     "build_heuristic",
+    "defaults",
     "knobs",
 ]

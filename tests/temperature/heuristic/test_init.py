@@ -43,13 +43,41 @@ def test_registry_holds_every_rule_with_its_flags():
         assert (ctl.name, ctl.rule, ctl.per_token) == ("heuristic", rule, per_token)
 
 
-def test_build_uses_only_the_chosen_block():
+def test_build_reads_the_chosen_block_and_accepts_other_blocks_at_their_defaults():
     ctl = build_heuristic(
-        rule="edt", edt={"theta": 0.2, "t0": 1.1}, linear={"t_start": 0.5}, ead=None
+        rule="edt", edt={"theta": 0.2, "t0": 1.1}, linear={"t_start": 0.9}, ead=None
     )
     assert isinstance(ctl, EntropyDynamicTemperature)
     assert (ctl.theta, ctl.t0, ctl.base) == (0.2, 1.1, 0.8)
     assert isinstance(build_heuristic(), LinearSchedule)  # default rule, default knobs
+    cfg = OmegaConf.to_container(OmegaConf.load(YAML))  # every block as shipped
+    blocks = {rule: cfg[rule] for rule in RULES}
+    for rule in RULES:
+        assert build_heuristic(rule=rule, **blocks).rule == rule
+
+
+@pytest.mark.parametrize(
+    ("rule", "block", "knob", "value"),
+    [
+        ("linear", "edt", "theta", 0.2),  # a valid value, but never read
+        ("linear", "ead", "d0", 40.0),
+        ("edt", "linear", "t_start", 0.5),
+        ("ead", "two_level", "quantile", 1.5),  # invalid too: still refused as unread
+        ("linear", "two_level", "threshold", True),  # True == 1.0, still a change
+    ],
+)
+def test_a_changed_knob_of_a_rule_not_selected_is_refused(rule, block, knob, value):
+    with pytest.raises(ConfigError) as err:
+        build_heuristic(rule=rule, **{block: {knob: value}})
+    assert err.value.key == f"{block}.{knob}" and err.value.value == value
+    assert f"the selected rule is {rule}" in err.value.allowed
+    assert f"read only with rule={block}" in err.value.allowed
+
+
+def test_an_unknown_knob_of_a_rule_not_selected_is_refused():
+    with pytest.raises(ConfigError) as err:
+        build_heuristic(rule="linear", ead={"tmax": 2})
+    assert err.value.key == "ead.tmax" and "t_max" in err.value.allowed
 
 
 @pytest.mark.parametrize("bad", ["sigmoid", "EDT", "", None, 3])
