@@ -330,7 +330,11 @@ class RLVRModule(L.LightningModule):
         self._advance_schedule()
         self._emit(metrics, step)
         self.log_dict(
-            {"reward": metrics["train/reward_mean"], "acc": metrics["train/accuracy"]},
+            {
+                "reward": metrics["train/reward_mean"],
+                "T": metrics["explore/temperature_mean"],
+                "entropy": metrics["explore/entropy"],
+            },
             prog_bar=True,
             logger=False,
             batch_size=len(prompts),
