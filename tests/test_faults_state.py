@@ -34,9 +34,9 @@ def _checkpoints(run):
     folder = run / "checkpoints"
     folder.mkdir(parents=True)
     step = folder / "step4.ckpt"
-    torch.save({"global_step": 4, CONFIG_KEY: json.dumps(CONFIG)}, step)
+    torch.save({"state_dict": {}, "global_step": 4, CONFIG_KEY: json.dumps(CONFIG)}, step)
     last = folder / "last.ckpt"
-    torch.save({"global_step": 6}, last)
+    torch.save({"state_dict": {}, "global_step": 6}, last)
     os.utime(step, ns=(last.stat().st_mtime_ns - 10**9,) * 2)
     return step, last
 

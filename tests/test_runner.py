@@ -16,14 +16,14 @@ def test_resume_is_automatic_when_the_run_directory_has_a_last_checkpoint(tmp_pa
     assert resolve_checkpoint(tmp_path, None) is None  # a new run
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.parent.mkdir()
-    torch.save({"global_step": 2}, last)
+    torch.save({"state_dict": {}, "global_step": 2}, last)
     assert resolve_checkpoint(tmp_path, None) == last
     assert resolve_checkpoint(tmp_path, "last") == last
     other = tmp_path / "other.ckpt"
-    torch.save({"global_step": 1}, other)
+    torch.save({"state_dict": {}, "global_step": 1}, other)
     assert resolve_checkpoint(tmp_path, str(other)) == other
     newer = last.parent / "step4.ckpt"  # killed after step4.ckpt, before last.ckpt was written
-    torch.save({"global_step": 4}, newer)
+    torch.save({"state_dict": {}, "global_step": 4}, newer)
     os.utime(newer, ns=(last.stat().st_mtime_ns + 10**9,) * 2)
     assert resolve_checkpoint(tmp_path, None) == newer == resolve_checkpoint(tmp_path, "last")
 

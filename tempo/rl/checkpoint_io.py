@@ -127,6 +127,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return loaded
 
 
+def _has(content: Any, key: str) -> bool:
+    return isinstance(content, dict) and key in content
+
+
 def checkpoint_problem(path: str | os.PathLike) -> str | None:
     """None when `path` loads as a checkpoint, else a short reason why not."""
     path = Path(path)
@@ -135,7 +139,10 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
             return "an empty file"
         if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its index is last
             return "not a complete checkpoint: truncated, or another kind of file"
-        read_checkpoint(path)
+        content = read_checkpoint(path)
+        missing = [k for k in ("state_dict", "global_step") if not _has(content, k)]
+        if missing:
+            return f"not a Lightning checkpoint (no {', '.join(missing)})"
     except Exception as err:  # noqa: BLE001 - any failure to load means "unreadable"
         text = str(err).strip().splitlines()
         reason = f"{type(err).__name__}: {text[0][:120]}" if text else type(err).__name__
