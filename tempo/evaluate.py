@@ -18,7 +18,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tempo.config_error import ConfigError
-from tempo.hydra_cli import build, check_overrides, compose_task, config_dir, group_options
+from tempo.hydra_cli import (
+    build,
+    build_extra_task,
+    check_overrides,
+    compose_task,
+    config_dir,
+    group_options,
+)
 from tempo.logging.console import route_lightning_logs, silence_third_party_noise
 
 # Torch, Lightning and the evaluation code are imported where they are used, so that
@@ -111,7 +118,13 @@ def parts_from_config(cfg: DictConfig) -> EvalParts:
     common["stop_tokens"] = (*options.stop_tokens, *(run_stops or ()))
     overrides = cfg.get("task_overrides")
     tasks = [
-        build(f"task_overrides.{name}", task_node(name, run_cfg, overrides))
+        build_extra_task(
+            name,
+            task_node(name, run_cfg, overrides),
+            overrides.get(name) if overrides is not None and isinstance(name, str) else None,
+            f"task_overrides.{name}",
+            list_key="tasks",
+        )
         for name in task_names(cfg, run_cfg)
     ]
     for task in tasks:  # loads benchmark data now, so a missing file fails before the model

@@ -199,6 +199,37 @@ def build(key: str, node: DictConfig) -> Any:
         raise
 
 
+def build_extra_task(
+    name: str, node: DictConfig, given: object, key: str, list_key: str = "eval.tasks"
+) -> object:
+    """Task `name` of the task list `list_key` (`eval.tasks`, tempo-eval's `tasks`), built from
+    `node`. A bad value the user set in `key` (the task's overrides, e.g.
+    `eval.task_overrides.<name>`) is named there; one of the task's own config, which the
+    user never wrote, is reported under `list_key`, with the override that would change it."""
+    try:
+        return build(key, node)
+    except ConfigError as err:
+        field = err.key.removeprefix(f"{key}.")
+        if field != err.key and _holds(given, field.split(".")):
+            raise
+        raise ConfigError(
+            list_key,
+            name,
+            f"a task whose config works (its {field}={err.value!r} is invalid: allowed "
+            f"{err.allowed}; change it with +{key}.{field}=...)",
+        ) from None
+
+
+def _holds(mapping: object, path: list[str]) -> bool:
+    """Whether nested `mapping` has a value at `path` (a key's `[i]` index is ignored)."""
+    for part in path:
+        part = part.split("[", 1)[0]
+        if not hasattr(mapping, "get") or part not in mapping:
+            return False
+        mapping = mapping[part]
+    return True
+
+
 class SweepReport(Callback):
     """Hydra callback for `-m` sweeps.
 

@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tempo.config_error import ConfigError
-from tempo.hydra_cli import build, check_overrides, compose_task, config_dir
+from tempo.hydra_cli import build, build_extra_task, check_overrides, compose_task, config_dir
 from tempo.logging.console import (
     console_to_log_file,
     route_lightning_logs,
@@ -135,34 +135,6 @@ def eval_tasks(evaluation, training_task: str) -> list:
             raise ConfigError("eval.tasks", name, "a task with held-out problems (none found)")
         tasks.append(task)
     return tasks
-
-
-def build_extra_task(name: str, node: DictConfig, given: object, key: str) -> object:
-    """Task `name` of `eval.tasks`, built from `node`. A bad value the user set in `key`
-    (`eval.task_overrides.<name>`) is named there; one of the task's own config, which the
-    user never wrote, is reported under `eval.tasks`, with the override that would change it."""
-    try:
-        return build(key, node)
-    except ConfigError as err:
-        field = err.key.removeprefix(f"{key}.")
-        if field != err.key and _holds(given, field.split(".")):
-            raise
-        raise ConfigError(
-            "eval.tasks",
-            name,
-            f"a task whose config works (its {field}={err.value!r} is invalid: allowed "
-            f"{err.allowed}; change it with +{key}.{field}=...)",
-        ) from None
-
-
-def _holds(mapping: object, path: list[str]) -> bool:
-    """Whether nested `mapping` has a value at `path` (a key's `[i]` index is ignored)."""
-    for part in path:
-        part = part.split("[", 1)[0]
-        if not hasattr(mapping, "get") or part not in mapping:
-            return False
-        mapping = mapping[part]
-    return True
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

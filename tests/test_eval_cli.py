@@ -209,6 +209,8 @@ def test_a_local_model_directory_through_model_hub(tmp_path, tiny_model, char_to
         ("checkpoint={tmp}", "checkpoint='{tmp}' is invalid: allowed a .ckpt file or a run"),
         ("tasks=[arithmetic,nosuchtask]", "tasks='nosuchtask' is invalid: allowed one of"),
         ("eval.ks=[0,2]", "eval.ks=[0, 2] is invalid"),
+        # a task's own config the user never wrote: named under tasks, with the override to use
+        ("tasks=[local]", "tasks='local' is invalid: allowed a task whose config works"),
     ],
 )
 def test_bad_input_fails_with_one_line(tmp_path, override, expected):
