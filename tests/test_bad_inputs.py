@@ -15,6 +15,7 @@ and neither the warm-start cache nor a checkpoint folder appears.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import sys
@@ -200,6 +201,10 @@ def tempo_train(argv: list[str], capfd) -> tuple[int | str | None, list[str]]:
     GlobalHydra.instance().clear()
     saved = sys.argv
     sys.argv = ["tempo-train", *argv]
+    # Hydra configures logging for the job (a FileHandler on <run dir>/train.log, console
+    # handlers); a job in this process must not leave them behind for later tests.
+    loggers = [logging.getLogger(), *map(logging.getLogger, logging.root.manager.loggerDict)]
+    handlers = {log: list(log.handlers) for log in loggers}
     capfd.readouterr()  # drop anything printed before
     try:
         tempo.train.main()
@@ -209,6 +214,11 @@ def tempo_train(argv: list[str], capfd) -> tuple[int | str | None, list[str]]:
     finally:
         sys.argv = saved
         GlobalHydra.instance().clear()
+        for log in [logging.getLogger(), *map(logging.getLogger, logging.root.manager.loggerDict)]:
+            for handler in log.handlers[:]:
+                if handler not in handlers.get(log, []):
+                    log.removeHandler(handler)
+                    handler.close()
     return code, [line for line in capfd.readouterr().err.splitlines() if line.strip()]
 
 

@@ -62,7 +62,7 @@ def exponential_race(probs: Tensor, generator: torch.Generator | None) -> Tensor
 def check_decoding_options(decoder: object, compact_below: object) -> None:
     """One-line errors for the sampler's options (also run when the run config is built)."""
     if decoder not in DECODERS:
-        raise ConfigError("rollout.decoder", decoder, f"one of {', '.join(DECODERS)}")
+        raise ConfigError("decoder", decoder, f"one of {', '.join(DECODERS)}")
     fraction = compact_below
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
         raise ConfigError("compact_below", fraction, "a fraction in [0, 1]")
