@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install train test lint format bench clean
+.PHONY: install train test lint format bench bench-scale clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,11 @@ bench: install
 	$(OFFLINE) $(BIN)/python experiments/bench/sampler_vs_generate.py
 	$(OFFLINE) $(BIN)/python experiments/bench/grpo_vs_trl.py --repeats 3
 	$(OFFLINE) $(BIN)/python experiments/bench/grpo_vs_trl.py --model 10m --repeats 3
+
+# Paper-scale shapes (V = 151,936, up to 4096-token completions) vs TRL: about an hour on 2 cores.
+bench-scale: install
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	$(OFFLINE) $(BIN)/python experiments/bench/scale.py --trl-memory --chunk-sweep 128,256,512,1024,2048
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache
