@@ -162,6 +162,8 @@ def tempo_step(args: argparse.Namespace, model: Path, data: Path, length: int, w
     ]
     if args.tempo_src is None:
         overrides.append(f"algorithm.logprob_chunk_tokens={args.chunk}")
+    if args.device == "gpu":
+        overrides += ["trainer=gpu", "trainer.precision=32-true"]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     src = Path(args.tempo_src).resolve() if args.tempo_src else ROOT
     env["PYTHONPATH"] = str(src)
@@ -231,7 +233,7 @@ def trl_main(spec: dict[str, Any]) -> None:
         beta=BETA,
         learning_rate=LR,
         gradient_checkpointing=memory,
-        use_cpu=True,
+        use_cpu=spec["cpu"],
         bf16=False,
         report_to="none",
         logging_strategy="no",
@@ -256,6 +258,7 @@ def trl_main(spec: dict[str, Any]) -> None:
 
 def trl_step(args: argparse.Namespace, model: Path, length: int, memory: bool, work: Path) -> dict:
     spec = {"model": str(model), "length": length, "memory": memory, "threads": args.threads}
+    spec["cpu"] = args.device == "cpu"
     spec["work"] = str(work / f"trl-{length}-{int(memory)}")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(ROOT))
     cmd = [sys.executable, __file__, "--trl-child", json.dumps(spec)]
@@ -381,6 +384,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lengths", default="256,1024,4096")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--device", default="cpu", choices=("cpu", "gpu"), help="gpu: trainer=gpu and TRL on CUDA"
+    )
     parser.add_argument("--chunk", type=int, default=256)
     parser.add_argument("--memory-limit-gib", type=float, default=16.0)
     parser.add_argument("--tempo-src", default=None)
