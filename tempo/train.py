@@ -7,6 +7,7 @@ overrides answer in well under two seconds.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -178,6 +179,10 @@ def _train_job(cfg: DictConfig) -> dict | None:
             return None  # recorded; the other jobs go on, SweepReport sets the exit code
         sys.exit(2)
     except Preempted as err:
+        # The checkpoint and summary are written: more stop signals (a scheduler's second
+        # SIGTERM, Ctrl-C again) must not kill the exit with the default action (-15, not 143).
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_IGN)
         print(f"tempo-train: {err}", file=sys.stderr)
         sys.exit(128 + err.signum)
     except (NonFiniteError, RunFailed) as err:  # the runner wrote summary.json (if it could)
