@@ -29,6 +29,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from tempo.ops.logprobs import token_entropy
+
 #: Default tokens per chunk: measured on CPU and GPU in experiments/bench/README.md ("chunk").
 DEFAULT_CHUNK_TOKENS = 256
 
@@ -53,13 +55,6 @@ def check_chunk_tokens(value: object, key: str = "chunk_tokens") -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{key} must be an int >= 1, got {value!r}")
     return value
-
-
-def _entropy(scaled: Tensor) -> Tensor:
-    """Entropy of softmax(scaled) per row (float32 [c, V] in, [c] out)."""
-    logp = torch.log_softmax(scaled, dim=-1)
-    # 0 * log 0 := 0 for masked (-inf) logits: clamp keeps it finite, as tempo.ops.logprobs
-    return -(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1)
 
 
 @dataclass(frozen=True)
@@ -91,7 +86,7 @@ def _chunk_pass(
         with torch.no_grad():
             raw = z.detach()
             if wanted.entropy:
-                sink["entropy"].append(_entropy(raw))
+                sink["entropy"].append(token_entropy(raw))
             if wanted.temps is not None:
                 lls = [chosen.detach() / t - torch.logsumexp(raw / t, -1) for t in wanted.temps]
                 sink["candidates"].append(torch.stack(lls, -1))
@@ -99,7 +94,7 @@ def _chunk_pass(
     lse = torch.logsumexp(scaled, dim=-1)
     if wanted.entropy_at_t:
         with torch.no_grad():
-            sink["entropy_at_T"].append(_entropy(scaled.detach()))
+            sink["entropy_at_T"].append(token_entropy(scaled.detach()))
     return chosen * inv_t - lse, lse
 
 

@@ -233,12 +233,18 @@ class RLVRModule(L.LightningModule):
         return forward_hidden(model, ids, attn)[:, start:-1]
 
     def _completion_stats(
-        self, model: PreTrainedModel, rollout: Rollout, statistics: bool = False
+        self,
+        model: PreTrainedModel,
+        rollout: Rollout,
+        statistics: bool = False,
+        hidden: torch.Tensor | None = None,
     ) -> TokenStats:
         """log softmax(z / T[b, t])[token] of every completion token under `model`, chunk by
-        chunk from the hidden states (never the [b, L, V] logits); with `statistics`, also
-        the log-likelihoods under the controller's `statistics_temperatures()`."""
-        hidden = self._completion_hidden(model, rollout)
+        chunk from the hidden states (`hidden`, else computed here; never the [b, L, V]
+        logits); with `statistics`, also the log-likelihoods under the controller's
+        `statistics_temperatures()`."""
+        if hidden is None:
+            hidden = self._completion_hidden(model, rollout)
         return hidden_token_stats(
             hidden,
             lm_head(model),
@@ -246,11 +252,8 @@ class RLVRModule(L.LightningModule):
             rollout.temperatures,
             mask=rollout.mask,
             chunk_tokens=self.grpo.logprob_chunk_tokens,
-            candidates=self._statistics_temperatures() if statistics else None,
+            candidates=self.controller.statistics_temperatures() if statistics else None,
         )
-
-    def _statistics_temperatures(self) -> tuple[float, ...] | None:
-        return self.controller.statistics_temperatures()
 
     def _emit(self, metrics: dict[str, float], step: int) -> None:
         for logger in self.loggers:
@@ -422,7 +425,7 @@ class RLVRModule(L.LightningModule):
     def _wants_statistics(self) -> bool:
         return (
             self.controller.statistics_source == "rollout"
-            and self._statistics_temperatures() is not None
+            and self.controller.statistics_temperatures() is not None
         )
 
     def _collect(
@@ -452,7 +455,7 @@ class RLVRModule(L.LightningModule):
     @torch.no_grad()
     def _statistics(self, rollout: Rollout, rows: torch.Tensor) -> torch.Tensor | None:
         """A separate no-grad pass for controllers that want post-update statistics."""
-        if self._statistics_temperatures() is None:
+        if self.controller.statistics_temperatures() is None:
             return None
         store = None
         with self._full_weights():
@@ -608,14 +611,8 @@ class RLVRModule(L.LightningModule):
                 with torch.no_grad():
                     hidden = self._completion_hidden(self.model, part)
                     if pass_ == 0 and self._wants_statistics():
-                        token_stats = hidden_token_stats(
-                            hidden,
-                            lm_head(self.model),
-                            part.tokens,
-                            part.temperatures,
-                            mask=part.mask,
-                            chunk_tokens=cfg.logprob_chunk_tokens,
-                            candidates=self._statistics_temperatures(),
+                        token_stats = self._completion_stats(
+                            self.model, part, statistics=True, hidden=hidden
                         )
                         statistics = self._collect(statistics, idx, token_stats, part, local_rows)
                 loss, stats = self.controller.loss(

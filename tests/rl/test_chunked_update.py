@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import copy
 
-import lightning as L
 import pytest
 import torch
 
-from tempo.data.arithmetic import ArithmeticTask
-from tempo.data.datamodule import PromptDataModule
-from tempo.logging.jsonl import JsonlLogger
 from tempo.models.policy import forward_hidden, lm_head
 from tempo.ops.chunked_logprobs import TokenStats
 from tempo.rl.grpo import GRPOConfig
@@ -20,6 +16,7 @@ from tempo.rl.settings import EvalConfig, RolloutConfig
 from tempo.temperature.fixed import FixedTemperature
 from tempo.temperature.meta_policy import MetaPolicyTemperature
 from tests.rl.test_module import LengthParityScorer
+from tests.rl.test_module import _fit as fit_module
 
 
 def _full_logits_stats(self, model, rollout, statistics=False):
@@ -44,33 +41,12 @@ def _sgd(self):
     return torch.optim.SGD(self.model.parameters(), lr=self.grpo.lr)
 
 
-def _fit(model, tokenizer, tmp_path, controller, steps=2, **grpo):
+def _fit(model, tokenizer, tmp_path, controller, **grpo):
+    """test_module's loop with a fixed torch seed and lr 0.5; the trained weights and log."""
     torch.manual_seed(0)
-    task = ArithmeticTask(num_test=4)
-    config = GRPOConfig(group_size=4, lr=0.5, **grpo)
-    module = RLVRModule(
-        model,
-        tokenizer,
-        controller,
-        config,
-        RolloutConfig(2, 12),
-        EvalConfig(every=0, num_problems=4, samples=2, ks=(1, 2)),
-        LengthParityScorer(),
-        "arithmetic",
+    _, log = fit_module(
+        model, tokenizer, LengthParityScorer(), tmp_path, lr=0.5, controller=controller, **grpo
     )
-    log = JsonlLogger(tmp_path)
-    trainer = L.Trainer(
-        max_steps=steps,
-        max_epochs=1,
-        logger=[log],
-        accelerator="cpu",
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(module, datamodule=PromptDataModule(task, 2, steps, 4, 4))
-    log.close()
     return [p.detach().clone() for p in model.parameters()], log
 
 

@@ -45,9 +45,10 @@ class LengthParityScorer:
         pass
 
 
-def _fit(model, tokenizer, scorer, tmp_path, steps=2, mu=1, lr=1e-2, controller=None):
+def _fit(model, tokenizer, scorer, tmp_path, steps=2, mu=1, lr=1e-2, controller=None, **grpo):
+    """`steps` RL steps of a real Lightning loop; `grpo` overrides GRPOConfig fields."""
     task = ArithmeticTask(num_test=4)
-    grpo = GRPOConfig(group_size=4, mu=mu, lr=lr, micro_batch_size=5)
+    grpo = GRPOConfig(group_size=4, mu=mu, lr=lr, **{"micro_batch_size": 5, **grpo})
     module = RLVRModule(
         model,
         tokenizer,
