@@ -30,6 +30,7 @@ _SEED_SUFFIX = re.compile(r"-s(\d+)$")
 _TIME_SUFFIX = re.compile(r"_\d{8}-\d{6}$")  # outputs/<exp>/<run_name>_<time>
 _JOB_PREFIX = re.compile(r"^\d+_")  # multirun/<exp>/<time>/<job>_<run_name>
 _ERROR_MARKERS = ("Traceback (most recent call last)", "Error executing job", "Exception")
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")  # a plain ${a.b}, no resolver
 _LISTED_LINES = 10  # line numbers named in a warning; the rest are counted
 
 log = logging.getLogger(__name__)
@@ -198,11 +199,21 @@ def _mapping_path(data: dict[str, Any], *keys: str) -> dict[str, Any]:
     return data
 
 
+def _scalar_at(config: dict[str, Any], dotted: str, default: str) -> str:
+    """The config's scalar value at ``a.b.c`` as text, else `default` (left unresolved)."""
+    value: Any = config
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return default
+    return str(value)
+
+
 def _run_name(path: Path, config: dict[str, Any]) -> str:
     """The run name; Hydra saves `run_name` unresolved, so rebuild it from the method choice."""
     raw = config.get("run_name")
-    if isinstance(raw, str) and isinstance(config.get("seed"), int):
-        raw = raw.replace("${seed}", str(config["seed"]))  # e.g. a preset's fixed-T0.9-s${seed}
+    if isinstance(raw, str):  # e.g. a preset's fixed-T${method.temperature}-s${seed}
+        raw = _INTERPOLATION.sub(lambda m: _scalar_at(config, m.group(1), m.group(0)), raw)
     if isinstance(raw, str) and "${" not in raw:
         return raw
     choice = _mapping_path(

@@ -81,6 +81,31 @@ def test_a_preset_run_name_with_only_the_seed_interpolated_labels_the_run(tmp_pa
     assert loaded.label == "fixed-T0.9" and loaded.seed == 2
 
 
+def test_a_run_name_interpolating_config_values_is_resolved_from_the_config(tmp_path):
+    """A sweep preset's ``fixed-T${method.temperature}-s${seed}`` labels each point by its
+    temperature; a key the config lacks, or a resolver call, stays as written."""
+    import yaml
+
+    from tempo.reporting.runs import load_run
+    from tests.reporting.synth import make_run
+
+    labels = []
+    for temperature, name in [
+        (0.7, "fixed-T${method.temperature}-s${seed}"),
+        (1.3, "fixed-T${method.nope}-s${seed}"),
+    ]:
+        run = make_run(tmp_path / str(temperature), "fixed", 3)
+        config_path = run / ".hydra" / "config.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config["run_name"] = name
+        config["method"] = {"temperature": temperature}
+        config_path.write_text(yaml.safe_dump(config))
+        loaded = load_run(run)
+        labels.append((loaded.label, loaded.seed))
+    assert labels[0] == ("fixed-T0.7", 3)
+    assert labels[1][0] != "fixed-T1.3" and labels[1][1] == 3
+
+
 def _damage_metrics(run_dir, *, binary: bool = True) -> None:
     """Insert a torn line (3), a binary line (5), a non-integer step (7) and a non-object (8)
     between a finished run's rows; 5 rows stay readable."""
