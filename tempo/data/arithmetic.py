@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 
 from tempo.config_error import ConfigError
-from tempo.data.generated import GeneratedTask, _is_int
+from tempo.data.generated import GeneratedTask, _is_int, question_unit_hash
 from tempo.data.problem import Problem
 
 ALLOWED_OPERATIONS = ("+", "-", "*", "/")
@@ -72,6 +72,28 @@ def solution_of(question: str) -> str:
     return f"{body}. \\boxed{{{answer_of(question)}}}"
 
 
+def direct_solution_of(question: str) -> str:
+    """The answer without working, e.g. `\\boxed{21}` for `3+4*5-2`."""
+    return f"\\boxed{{{answer_of(question)}}}"
+
+
+def unboxed_solution_of(question: str) -> str:
+    """The worked steps without the boxed answer, e.g. `4*5=20, 3+20=23, 23-2=21.`"""
+    return solution_of(question).split(" \\boxed{", 1)[0]
+
+
+def answers_directly(question: str, direct_fraction: float) -> bool:
+    """Whether `question`'s warm-start target skips the working: a stable hash choice
+    (salted, so independent of the train/test split) for a `direct_fraction` share."""
+    return question_unit_hash(f"direct|{question}") < direct_fraction
+
+
+def leaves_unboxed(question: str, unboxed_fraction: float) -> bool:
+    """Whether `question`'s warm-start target ends without `\\boxed{}` (a salted hash choice,
+    independent of the split and of `answers_directly`)."""
+    return question_unit_hash(f"unboxed|{question}") < unboxed_fraction
+
+
 class ArithmeticTask(GeneratedTask):
     """Generator of integer arithmetic problems with 1..n binary operations and exact answers.
 
@@ -94,6 +116,8 @@ class ArithmeticTask(GeneratedTask):
         num_test: int = 200,
         test_fraction: float = 0.1,
         prompt_template: str = "{question}=",
+        direct_fraction: float = 0.0,
+        unboxed_fraction: float = 0.0,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError("name", name, "a non-empty string")
@@ -130,8 +154,29 @@ class ArithmeticTask(GeneratedTask):
                 "prompt_template", prompt_template, "a format string whose only field is {question}"
             ) from err
 
+        if (
+            isinstance(direct_fraction, bool)
+            or not isinstance(direct_fraction, (int, float))
+            or not 0.0 <= direct_fraction <= 1.0
+        ):
+            raise ConfigError("direct_fraction", direct_fraction, "a number in [0, 1]")
+        if (
+            isinstance(unboxed_fraction, bool)
+            or not isinstance(unboxed_fraction, (int, float))
+            or not 0.0 <= unboxed_fraction <= 1.0
+        ):
+            raise ConfigError("unboxed_fraction", unboxed_fraction, "a number in [0, 1]")
+        if direct_fraction and unboxed_fraction:
+            raise ConfigError(
+                "unboxed_fraction",
+                unboxed_fraction,
+                "0 when direct_fraction is set (one style knob)",
+            )
+
         self.name = name
         self.seed = seed
+        self.direct_fraction = float(direct_fraction)
+        self.unboxed_fraction = float(unboxed_fraction)
         self.min_ops = min_ops
         self.max_ops = max_ops
         self.operations = ops
@@ -149,7 +194,8 @@ class ArithmeticTask(GeneratedTask):
             f", ops={self.min_ops}..{self.max_ops}"
             f", operations={self.operations}, operands={self.operand_min}..{self.operand_max}"
             f", mul_max={self.mul_max}, num_test={self.num_test}"
-            f", test_fraction={self.test_fraction})"
+            f", test_fraction={self.test_fraction}, direct_fraction={self.direct_fraction}"
+            f", unboxed_fraction={self.unboxed_fraction})"
         )
 
     def make_problem(self, question: str, problem_id: str) -> Problem:
@@ -159,14 +205,25 @@ class ArithmeticTask(GeneratedTask):
             question=question,
             prompt=self.prompt_template.format(question=question),
             answer=str(answer_of(question)),
-            solution=solution_of(question),
+            solution=self.solution(question),
         )
+
+    def solution(self, question: str) -> str:
+        """The warm-start target: worked steps and the boxed answer; for a `direct_fraction`
+        share of the questions the boxed answer alone, for an `unboxed_fraction` share the
+        steps without the box (which the boxed reward scores 0). Either makes the warm-started
+        policy choose between two styles, one rarer and better: something RL has to find."""
+        if self.direct_fraction and answers_directly(question, self.direct_fraction):
+            return direct_solution_of(question)
+        if self.unboxed_fraction and leaves_unboxed(question, self.unboxed_fraction):
+            return unboxed_solution_of(question)
+        return solution_of(question)
 
     def _candidate(self, rng: random.Random) -> tuple[str, str, str] | None:
         question = self._question(rng)
         if question is None:
             return None
-        return question, str(answer_of(question)), solution_of(question)
+        return question, str(answer_of(question)), self.solution(question)
 
     def _question(self, rng: random.Random) -> str | None:
         """One random question, or None when an exact division is impossible (v/d with v=1)."""

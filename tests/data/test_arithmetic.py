@@ -205,6 +205,11 @@ def test_prompt_and_solution_character_set() -> None:
         ("test_fraction", {"test_fraction": 1.5}),
         ("prompt_template", {"prompt_template": "{q}="}),
         ("prompt_template", {"prompt_template": "{question}{other}="}),
+        ("direct_fraction", {"direct_fraction": -0.1}),
+        ("direct_fraction", {"direct_fraction": 1.5}),
+        ("direct_fraction", {"direct_fraction": True}),
+        ("unboxed_fraction", {"unboxed_fraction": 2}),
+        ("unboxed_fraction", {"direct_fraction": 0.5, "unboxed_fraction": 0.5}),
     ],
 )
 def test_invalid_config_names_the_key(key: str, kwargs: dict) -> None:
@@ -232,3 +237,43 @@ def test_num_test_larger_than_the_held_out_space_raises() -> None:
     with pytest.raises(ConfigError) as info:
         task.test_problems()
     assert info.value.key == ("num_test" if n_test else "test_fraction")
+
+
+def test_direct_fraction_gives_that_share_of_boxed_only_targets() -> None:
+    """Direct targets are `\\boxed{<answer>}` alone, chosen per question by a salted hash:
+    the same question always gets the same target, the share is close to the fraction, and
+    the choice is independent of the train/test split."""
+    plain = ArithmeticTask(seed=4)
+    task = ArithmeticTask(seed=4, direct_fraction=0.75)
+    problems = [task.train_problem(i) for i in range(2000)]
+    direct = [p for p in problems if not re.search(r"\d=", p.solution)]
+    assert abs(len(direct) / len(problems) - 0.75) < 0.03
+    for p in direct:
+        assert p.solution == f"\\boxed{{{exact_eval(p.question)}}}"
+        assert question_unit_hash(f"direct|{p.question}") < 0.75
+    for i, p in enumerate(problems):
+        assert p.question == plain.train_problem(i).question  # same questions as without it
+        if p not in direct:
+            assert p.solution == solution_of(p.question)
+    assert (
+        task.make_problem("3+4*5-2", "x").solution
+        == ArithmeticTask(direct_fraction=0.75).make_problem("3+4*5-2", "y").solution
+    )
+    assert all(p.solution == solution_of(p.question) for p in plain.test_problems())
+    everything = ArithmeticTask(seed=4, direct_fraction=1.0)
+    assert all(p.solution.startswith("\\boxed{") for p in everything.test_problems())
+
+
+def test_unboxed_fraction_drops_only_the_box_for_that_share() -> None:
+    task = ArithmeticTask(seed=2, unboxed_fraction=0.75)
+    problems = [task.train_problem(i) for i in range(2000)]
+    unboxed = [p for p in problems if "\\boxed" not in p.solution]
+    assert abs(len(unboxed) / len(problems) - 0.75) < 0.03
+    for p in problems:
+        worked = solution_of(p.question)
+        if p in unboxed:
+            assert p.solution + f" \\boxed{{{exact_eval(p.question)}}}" == worked
+            assert p.solution.endswith(f"={exact_eval(p.question)}.")
+            assert question_unit_hash(f"unboxed|{p.question}") < 0.75
+        else:
+            assert p.solution == worked
