@@ -16,6 +16,9 @@ from tempo.reporting.runs import Run  # noqa: E402
 from tempo.reporting.tables import Figure, finished  # noqa: E402
 
 PROB_PREFIX = "method/prob_T="
+POSITION_PREFIX = "method/T_pos="
+CLASS_PREFIX = "method/T_class="
+LATE_FRACTION = 0.2  # "what a method learned": the mean over the last 20% of logged steps
 
 
 def _slug(text: str) -> str:
@@ -107,6 +110,71 @@ def heatmap(label: str, group: list[Run], path: Path) -> Figure | None:
     return Figure(title, path)
 
 
+def _position_start(key: str) -> int:
+    try:
+        return int(key[len(POSITION_PREFIX) :].split("-")[0])
+    except ValueError:
+        return 10**9
+
+
+def _late_mean(group: list[Run], key: str) -> float | None:
+    """Mean over seeds of each run's mean of `key` over its last LATE_FRACTION of steps."""
+    per_run = []
+    for run in group:
+        values = [v for v in run.series(key)[1] if math.isfinite(v)]
+        if values:
+            tail = values[-max(1, math.ceil(LATE_FRACTION * len(values))) :]
+            per_run.append(sum(tail) / len(tail))
+    return sum(per_run) / len(per_run) if per_run else None
+
+
+def temperature_profile(runs: list[Run], path: Path) -> Figure | None:
+    """Where per-token methods put T: late-training mean T by position in the completion
+    (left) and mean T per token class over training (right); None when no run logs them."""
+    groups = {
+        label: group
+        for label, group in _by_label(runs).items()
+        if any(k.startswith(POSITION_PREFIX) for run in group for k in run.keys())
+    }
+    if not groups:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for index, (label, group) in enumerate(groups.items()):
+        colour = f"C{index % 10}"
+        keys = sorted(
+            {k for run in group for k in run.keys() if k.startswith(POSITION_PREFIX)},
+            key=_position_start,
+        )
+        points = [(k[len(POSITION_PREFIX) :], _late_mean(group, k)) for k in keys]
+        points = [(name, value) for name, value in points if value is not None]
+        left.plot(
+            [name for name, _ in points],
+            [value for _, value in points],
+            marker="o",
+            color=colour,
+            label=f"{label} (n={len(group)})",
+        )
+        classes = sorted({k for run in group for k in run.keys() if k.startswith(CLASS_PREFIX)})
+        for style, key in zip(("-", "--", ":"), classes, strict=False):
+            steps, mean, _, _ = seed_curve(group, key)
+            name = key[len(CLASS_PREFIX) :]
+            right.plot(steps, mean, style, color=colour, label=f"{label}: {name}")
+    left.set_xlabel("token position in the completion")
+    left.set_ylabel("mean T (last 20% of steps)")
+    left.tick_params(axis="x", labelrotation=45)
+    left.set_title("T by position")
+    right.set_xlabel("step")
+    right.set_ylabel("mean T")
+    right.set_title("T by token class (mean over seeds)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Figure("Per-token temperature: by position and token class", path)
+
+
 def paired_plot(
     differences: dict[str, list[PairedDifference]], baseline: str, path: Path
 ) -> Figure | None:
@@ -161,4 +229,5 @@ def make_plots(runs: list[Run], out: Path) -> list[Figure]:
             k.startswith(PROB_PREFIX) for run in group for k in run.keys()
         ):
             figures.append(heatmap(label, group, out / f"heatmap_{_slug(label)}.png"))
+    figures.append(temperature_profile(runs, out / "temperature_profile.png"))
     return [figure for figure in figures if figure is not None]
