@@ -20,15 +20,56 @@ def _compose(*overrides: str):
         return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
-def test_compare_methods_preset_is_a_four_method_three_seed_local_sweep():
+def test_compare_methods_presets_sweep_five_methods_on_the_testbed():
     cfg = _compose("experiment=compare_methods")
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     params = cfg.hydra.sweeper.params
-    assert params.method.split(",") == ["fixed", "heuristic", "meta_policy", "introspective"]
-    assert params.seed.split(",") == ["0", "1", "2"]
+    assert params.baseline.split(",") == [
+        "fixed_t1.0",
+        "fixed_t0.7",
+        "linear_0.9_1.5",
+        "tampo",
+        "introspective_tiny",
+    ]
+    assert params.seed.split(",") == ["0", "1", "2", "3"]
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
     assert cfg.hydra.launcher.n_jobs == 2 and cfg.trainer.threads == 1
     assert cfg.experiment_name == "compare_methods"
+    assert cfg.task.unboxed_fraction == 0.9 and cfg.eval.num_problems == 1000  # the testbed
+    quick = _compose("experiment=compare_methods_quick")
+    assert quick.hydra.sweeper.params.baseline == params.baseline
+    assert quick.hydra.sweeper.params.seed == "0,1"
+    assert (quick.trainer.max_steps, quick.eval.num_problems) == (60, 500)
+    assert quick.experiment_name == "compare_methods_quick"
+    assert quick.task.unboxed_fraction == 0.9
+
+
+@pytest.mark.parametrize(
+    ("choice", "target", "label"),
+    [
+        ("fixed_t0.7", "fixed.FixedTemperature", "fixed-T0.7-s3"),
+        ("linear_0.9_1.5", "heuristic.build_heuristic", "linear-0.9-1.5-s3"),
+        ("tampo", "meta_policy.MetaPolicyTemperature", "tampo-s3"),
+        ("introspective_tiny", "introspective.IntrospectiveTemperature", "introspective-s3"),
+    ],
+)
+def test_each_compared_method_composes_with_its_defaults(choice, target, label):
+    cfg = _compose("experiment=compare_methods", f"baseline={choice}", "seed=3")
+    assert cfg.method._target_ == f"tempo.temperature.{target}"
+    assert cfg.run_name == label
+    if choice == "introspective_tiny":  # the method's own (tiny-sized) head settings
+        assert cfg.method.lr == _compose("method=introspective").method.lr
+
+
+def test_temperature_sweep_preset_labels_points_by_temperature():
+    cfg = _compose("experiment=temperature_sweep", "method.temperature=1.3", "seed=4")
+    params = cfg.hydra.sweeper.params
+    assert params["method.temperature"].split(",") == ["0.4", "0.7", "1.0", "1.3", "1.6"]
+    assert params.seed.split(",") == ["0", "1", "2", "3", "4"]
+    assert cfg.run_name == "fixed-T1.3-s4"
+    assert cfg.method._target_ == "tempo.temperature.fixed.FixedTemperature"
+    assert (cfg.task.num_test, cfg.eval.num_problems, cfg.eval.every) == (1000, 1000, 0)
+    assert cfg.eval.at_start is False and cfg.trainer.max_steps == 100
 
 
 @pytest.mark.parametrize(
