@@ -26,7 +26,7 @@ def test_compare_methods_presets_sweep_five_methods_on_the_testbed():
     params = cfg.hydra.sweeper.params
     assert params.baseline.split(",") == [
         "fixed_t1.0",
-        "fixed_t0.7",
+        "fixed_t1.3",
         "linear_0.9_1.5",
         "tampo",
         "introspective_tiny",
@@ -47,7 +47,7 @@ def test_compare_methods_presets_sweep_five_methods_on_the_testbed():
 @pytest.mark.parametrize(
     ("choice", "target", "label"),
     [
-        ("fixed_t0.7", "fixed.FixedTemperature", "fixed-T0.7-s3"),
+        ("fixed_t1.3", "fixed.FixedTemperature", "fixed-T1.3-s3"),
         ("linear_0.9_1.5", "heuristic.build_heuristic", "linear-0.9-1.5-s3"),
         ("tampo", "meta_policy.MetaPolicyTemperature", "tampo-s3"),
         ("introspective_tiny", "introspective.IntrospectiveTemperature", "introspective-s3"),
