@@ -22,6 +22,9 @@ Choices of ours (the paper leaves them open), each a constructor argument:
   or their completion is empty) add nothing to a_k but still count in the batch size B;
 - `warmup_steps`: T is drawn uniformly over all candidates for the first n steps while Abar
   keeps learning; `init`: the starting Abar; `likelihood_logits`: which logits l_k uses.
+  The paper's defaults are warm-up 0 and init 0. With sparse early rewards a warm-up of about
+  1/alpha steps lets Abar average before it steers; a peak in `init` far above alpha * |a_k|
+  acts as a prior that decays as (1 - alpha)^s (experiments/temperature_testbed/README.md).
 
 Under DDP (one process per device) B is the global batch: the sum of w_k(i) A_i and the row
 count are all-reduced before the division (`tempo.distributed`), so Abar and pi
