@@ -68,6 +68,15 @@ def global_max(value: int) -> int:
     return int(work[0])
 
 
+def global_fmax(value: float) -> float:
+    """The largest of every rank's float `value` (e.g. a per-rank maximum gap)."""
+    if not is_distributed():
+        return value
+    work = torch.tensor([value], dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(work, op=dist.ReduceOp.MAX)
+    return float(work[0])
+
+
 def global_mean(total: float, count: float) -> float | None:
     """sum over ranks of `total` / sum over ranks of `count`; None when the count is 0."""
     total, count = global_sum_count(total, count)

@@ -9,6 +9,7 @@ full-batch loss exactly.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -126,6 +127,39 @@ def aggregate(
     return masked.sum() / (n_seq * max_length)
 
 
+def truncated_is_weights(
+    trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor, cap: float
+) -> Tensor:
+    """Truncated importance weights min(exp(trainer_logp - sampler_logp), cap) per token [B, L].
+
+    They correct the policy gradient for the gap between the policy the trainer computes
+    (pi_old) and the one that sampled the tokens (the rollout engine's own numerics, e.g. vLLM
+    or a KV-cached bf16 pass). Constants (no gradient); 1 at padded positions.
+    """
+    if not cap >= 1.0:
+        raise ValueError(f"the importance-weight cap must be >= 1, got {cap}")
+    log_w = torch.where(mask.bool(), trainer_logp.detach() - sampler_logp.detach(), 0.0)
+    return torch.exp(log_w).clamp(max=cap)
+
+
+@dataclass
+class LogpMismatch:
+    """|trainer - sampler| log-prob gaps summed over tokens, their max, and the token count."""
+
+    abs_sum: float = 0.0
+    abs_max: float = 0.0
+    tokens: float = 0.0
+
+    def add(self, trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor) -> None:
+        """Account one micro-batch's completion tokens ([B, L] each)."""
+        mask = mask.bool()
+        gap = torch.where(mask, (trainer_logp.detach() - sampler_logp.detach()).abs(), 0.0)
+        self.abs_sum += float(gap.sum())
+        self.tokens += float(mask.sum())
+        if bool(mask.any()):
+            self.abs_max = max(self.abs_max, float(gap.max()))
+
+
 def policy_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -140,15 +174,18 @@ def policy_loss(
     total_sequences: int | None = None,
     total_tokens: int | None = None,
     max_length: int | None = None,
+    is_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped-surrogate GRPO loss with optional k3 KL penalty; returns (loss, stats).
 
-    Per token: -min(rho * A, clip(rho, 1 - clip_low, 1 + clip_high) * A) + beta * k3, with
-    rho = exp(logp - old_logp). `advantages` is [B] (broadcast over tokens) or [B, L].
-    old_logp and ref_logp are treated as constants; padded positions may hold any value (even
-    inf / NaN) without affecting the loss or its gradient. Stats are detached 0-d tensors,
-    masked token means over this micro-batch: clip_frac (+ its _low / _high parts), kl,
-    ratio_mean, and pg_loss (the aggregated surrogate without the KL term).
+    Per token: -w * min(rho * A, clip(rho, 1 - clip_low, 1 + clip_high) * A) + beta * k3, with
+    rho = exp(logp - old_logp) and w the optional (truncated) importance weights `is_weights`
+    [B, L] of the sampler's behaviour policy (1 without them; the KL term is not weighted).
+    `advantages` is [B] (broadcast over tokens) or [B, L]. old_logp, ref_logp and is_weights
+    are treated as constants; padded positions may hold any value (even inf / NaN) without
+    affecting the loss or its gradient. Stats are detached 0-d tensors, masked token means over
+    this micro-batch: clip_frac (+ its _low / _high parts), kl, ratio_mean, and pg_loss (the
+    aggregated surrogate without the KL term).
     """
     if not (0.0 <= clip_low < 1.0) or clip_high < 0.0:
         raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low}, {clip_high}")
@@ -173,6 +210,13 @@ def policy_loss(
     unclipped = ratio * adv
     clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * adv
     pg = -torch.minimum(unclipped, clipped)
+    if is_weights is not None:
+        if is_weights.shape != logp.shape:
+            raise ValueError(
+                f"is_weights must be [B, L] like logp; got {tuple(is_weights.shape)} and "
+                f"{tuple(logp.shape)}"
+            )
+        pg = pg * torch.where(mask, is_weights.detach().to(pg.dtype), 1.0)
     totals = dict(total_sequences=total_sequences, total_tokens=total_tokens, max_length=max_length)
     pg_loss = aggregate(pg, mask, aggregation, **totals)
 
@@ -224,6 +268,7 @@ class GRPOConfig:
     lr_schedule: str = "constant"  # constant | linear | cosine (after the warm-up)
     warmup_steps: int = 0  # RL steps of linear warm-up from lr / warmup_steps to lr
     min_lr_ratio: float = 0.0  # linear/cosine end at lr * min_lr_ratio
+    tis_cap: float | None = None  # truncated importance sampling vs the sampler; None = off
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, Callable[[], bool], str]] = [
@@ -256,6 +301,14 @@ class GRPOConfig:
                 "logprob_chunk_tokens",
                 lambda: _is_int(self.logprob_chunk_tokens) and self.logprob_chunk_tokens >= 1,
                 "int >= 1 (tokens per chunk of full-vocabulary logits)",
+            ),
+            (
+                "tis_cap",
+                lambda: (
+                    self.tis_cap is None
+                    or (not isinstance(self.tis_cap, bool) and 1.0 <= self.tis_cap < math.inf)
+                ),
+                "null (off) or a finite number >= 1 (the largest importance weight)",
             ),
         ]
         for key, ok, allowed in checks:

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tempo.config_error import ConfigError
 from tempo.data.problem import Problem
-from tempo.distributed import global_max, global_sum, world_size
+from tempo.distributed import global_fmax, global_max, global_sum, global_sum_count, world_size
 from tempo.evaluation.metrics import evaluation_metrics as shared_evaluation_metrics
 from tempo.evaluation.scoring import Samples, rollout_samples, score_problems
 from tempo.fsdp import FSDPSettings, average_gradients, clip_grad_norm, full_weights
@@ -40,7 +40,14 @@ from tempo.models.prompting import PromptBuilder
 from tempo.models.special_tokens import check_fits_context, context_length
 from tempo.ops.chunked_logprobs import TokenStats, hidden_token_stats
 from tempo.rewards.scorer import RewardScorer
-from tempo.rl.grpo import GRPOConfig, group_advantages, policy_loss, zero_std_fraction
+from tempo.rl.grpo import (
+    GRPOConfig,
+    LogpMismatch,
+    group_advantages,
+    policy_loss,
+    truncated_is_weights,
+    zero_std_fraction,
+)
 from tempo.rl.lr_schedule import make_scheduler
 from tempo.rl.micro_batches import micro_batches
 from tempo.rl.nonfinite import NonFiniteError, require_finite
@@ -494,13 +501,17 @@ class RLVRModule(L.LightningModule):
         params = list(self.model.parameters())
         wants_stats = self._wants_statistics()
         statistics = None
-        old, ref = {}, {}
+        old, ref, tis = {}, {}, {}
+        mismatch = LogpMismatch()
         parts = [rollout.select(idx).trimmed() for idx in chunks]
         with torch.no_grad(), self._full_weights():
             for i, (idx, part) in enumerate(zip(chunks, parts, strict=True)):
                 if cfg.mu > 1:
                     token_stats = self._completion_stats(self.model, part, statistics=wants_stats)
                     old[i] = token_stats.logprobs
+                    mismatch.add(old[i], part.logprobs, part.mask)
+                    if cfg.tis_cap is not None:
+                        tis[i] = truncated_is_weights(old[i], part.logprobs, part.mask, cfg.tis_cap)
                     if wants_stats:
                         statistics = self._collect(statistics, idx, token_stats, part, local_rows)
                 if self.ref_model is not None:
@@ -518,6 +529,10 @@ class RLVRModule(L.LightningModule):
                 logp = token_stats.logprobs
                 if first:
                     statistics = self._collect(statistics, idx, token_stats, part, local_rows)
+                if cfg.mu == 1:  # this pass's log-probs are pi_old's
+                    mismatch.add(logp, part.logprobs, part.mask)
+                    if cfg.tis_cap is not None:
+                        tis[i] = truncated_is_weights(logp, part.logprobs, part.mask, cfg.tis_cap)
                 loss, stats = policy_loss(
                     logp,
                     old.get(i, logp.detach()),
@@ -531,6 +546,7 @@ class RLVRModule(L.LightningModule):
                     total_sequences=total_sequences,
                     total_tokens=total_tokens,
                     max_length=self.rollout_cfg.max_new_tokens,
+                    is_weights=tis.get(i),
                 )
                 self._require_finite(loss, "loss/policy", opt)
                 self.manual_backward(loss * world)  # DDP averages over ranks
@@ -548,7 +564,29 @@ class RLVRModule(L.LightningModule):
             self._step(opt, counted=pass_ == cfg.mu - 1)
             sums["loss/policy"] += pass_loss / cfg.mu
             sums["loss/grad_norm"] += float(norm) / cfg.mu
+        sums.update(self._mismatch_metrics(mismatch, tis, parts))
         return dict(sums), statistics
+
+    def _mismatch_metrics(
+        self, mismatch: LogpMismatch, tis: dict[int, torch.Tensor], parts: list[Rollout]
+    ) -> dict[str, float]:
+        """The sampler-vs-trainer log-prob gap over the tokens this step recomputed (every
+        rank's), and the truncated importance weights' mean and truncated share when on."""
+        total, tokens = global_sum_count(mismatch.abs_sum, mismatch.tokens)
+        gap_max = global_fmax(mismatch.abs_max)
+        if tokens == 0:
+            return {}
+        out = {"rollout/logp_diff_mean": total / tokens, "rollout/logp_diff_max": gap_max}
+        if self.grpo.tis_cap is not None:
+            w_sum = cut = 0.0
+            for i, w in tis.items():
+                valid = parts[i].mask.bool()
+                w_sum += float(w[valid].sum())
+                cut += float((w[valid] >= w.new_tensor(self.grpo.tis_cap)).sum())
+            w_sum, cut = global_sum_count(w_sum, cut)
+            out["rollout/tis_weight_mean"] = w_sum / tokens
+            out["rollout/tis_truncated_frac"] = cut / tokens
+        return out
 
     def _require_finite(self, value: torch.Tensor, what: str, opt) -> None:
         try:
