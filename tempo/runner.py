@@ -63,6 +63,7 @@ from tempo.rl.settings import (
     task_checks,
 )
 from tempo.run_lock import RunLock, is_locked
+from tempo.sampling.vllm_engine import check_engine
 from tempo.temperature.base import TemperatureController
 
 
@@ -447,6 +448,8 @@ def _train(
 ) -> tuple[RLVRModule, str]:
     if parts.trainer.threads:
         torch.set_num_threads(parts.trainer.threads)
+    # Before the weights load or the warm-start runs: the method and the extra must fit.
+    check_engine(parts.rollout.engine, parts.method)
     io = preflight(parts)
     model, tokenizer = build_policy(parts)
     # Seeded after the build: a warm-start that trains (cache miss) draws from torch's RNG and

