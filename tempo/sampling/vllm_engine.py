@@ -177,20 +177,23 @@ class VLLMEngine:
         model.config.save_pretrained(self._config_dir)
         s = self.settings
         max_len = s.max_model_len or getattr(model.config, "max_position_embeddings", None)
-        self.llm = LLM(
-            model=self._config_dir,
-            skip_tokenizer_init=True,
-            load_format="dummy",
-            dtype=s.dtype,
-            max_model_len=max_len,
-            gpu_memory_utilization=s.gpu_memory_utilization,
-            kv_cache_memory_bytes=s.kv_cache_memory_bytes,
-            tensor_parallel_size=s.tensor_parallel_size,
-            enforce_eager=s.enforce_eager,
-            enable_prefix_caching=s.enable_prefix_caching,
-            logprobs_mode="processed_logprobs",
-            seed=0,
-        )
+        # Inference mode always (Lightning validates under it): the engine's weights are then
+        # inference tensors, which later pushes may only update under inference mode too.
+        with torch.inference_mode():
+            self.llm = LLM(
+                model=self._config_dir,
+                skip_tokenizer_init=True,
+                load_format="dummy",
+                dtype=s.dtype,
+                max_model_len=max_len,
+                gpu_memory_utilization=s.gpu_memory_utilization,
+                kv_cache_memory_bytes=s.kv_cache_memory_bytes,
+                tensor_parallel_size=s.tensor_parallel_size,
+                enforce_eager=s.enforce_eager,
+                enable_prefix_caching=s.enable_prefix_caching,
+                logprobs_mode="processed_logprobs",
+                seed=0,
+            )
 
     def push_weights(self, model: torch.nn.Module) -> None:
         """Load the policy's current weights into the engine in place (HF checkpoint names)."""
@@ -200,9 +203,11 @@ class VLLMEngine:
             weights: Any = [(k, v.detach().cpu()) for k, v in state.items()]
         else:
             weights = ((k, v.detach()) for k, v in state.items())
-        self.llm.collective_rpc(
-            "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
-        )
+        with torch.inference_mode():  # see `build`
+            self.llm.collective_rpc(
+                "reload_weights",
+                kwargs={"weights_iterator": weights, "is_checkpoint_format": True},
+            )
         self.llm.reset_prefix_cache()  # cached prompt KV came from the old weights
         self.pushes += 1
 
