@@ -54,7 +54,7 @@ class VLLMSettings:
     kv_cache_memory_bytes: int | None = None  # exact KV-cache size; overrides the fraction
     tensor_parallel_size: int = 1  # devices one engine spans
     max_model_len: int | None = None  # prompt + completion tokens; null = the model's context
-    dtype: str = "auto"  # auto (the model config's) | float32 | bfloat16 | float16
+    dtype: str = "auto"  # auto (vLLM picks: bf16 for float32 models) | float32 | bfloat16 | float16
     enforce_eager: bool = False  # true: no CUDA graphs / compilation (faster start-up)
     enable_prefix_caching: bool = True  # the G copies of a prompt share its KV cache
     entropy_batch_size: int = 16  # rows per no-grad pass that computes the entropies
@@ -193,16 +193,20 @@ class VLLMEngine:
                 enable_prefix_caching=s.enable_prefix_caching,
                 logprobs_mode="processed_logprobs",
                 seed=0,
+                # On CPU a seeded request whose prefill is split over steps crashes vLLM 0.32
+                # ("CPU Generator does not use offset"): whole prefills only there.
+                enable_chunked_prefill=device.type != "cpu",
             )
 
     def push_weights(self, model: torch.nn.Module) -> None:
         """Load the policy's current weights into the engine in place (HF checkpoint names)."""
         self.build(model)
         state = model.state_dict()
+        dtype = self.llm.model_config.dtype  # e.g. bf16 for a float32 policy under dtype=auto
         if self.settings.tensor_parallel_size > 1:  # other processes: through host memory
-            weights: Any = [(k, v.detach().cpu()) for k, v in state.items()]
-        else:
-            weights = ((k, v.detach()) for k, v in state.items())
+            weights: Any = [(k, v.detach().to("cpu", dtype)) for k, v in state.items()]
+        else:  # one tensor at a time, cast only where the dtypes differ
+            weights = ((k, v.detach().to(dtype)) for k, v in state.items())
         with torch.inference_mode():  # see `build`
             self.llm.collective_rpc(
                 "reload_weights",

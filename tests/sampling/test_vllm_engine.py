@@ -332,3 +332,17 @@ def test_an_engine_built_under_inference_mode_takes_pushes_outside_it(
         assert torch.equal(theirs.tokens, ours.tokens)
     finally:
         second.close()
+
+
+@needs_vllm
+def test_a_batch_whose_prompts_exceed_one_scheduling_step(engine, vllm_model, char_tokenizer):
+    """256 seeded requests of 45-token prompts (11,520 prompt tokens, more than vLLM schedules
+    at once): on CPU, prefills split over steps crashed vLLM 0.32 with seeded requests, so the
+    engine turns chunked prefill off there."""
+    prompts = ["(12+3)*4-5*(6+7)-8*9+10*11-12*13+14*15-16*17=" for _ in range(256)]
+    ids, mask = _encode(char_tokenizer, prompts)
+    assert ids.shape[1] == 45
+    r = engine.sample(ids, mask, [1.0] * 256, seeds=list(range(256)))
+    logp, _, _ = _recomputed(vllm_model, r)
+    assert r.tokens.shape[0] == 256 and bool((r.lengths >= 1).all())
+    torch.testing.assert_close(r.logprobs, logp, atol=1e-4, rtol=1e-4)
