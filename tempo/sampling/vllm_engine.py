@@ -19,6 +19,7 @@ vLLM is an optional extra (`pip install -e '.[vllm]'`); this module imports with
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import math
 import os
@@ -159,7 +160,7 @@ class VLLMEngine:
         self.chunk_tokens = chunk_tokens
         self.llm: Any = None
         self._config_dir: str | None = None
-        self.pushes = 0  # weight pushes so far (a test and a log line read it)
+        self.pushes = 0  # weight pushes so far
 
     # ------------------------------------------------------------------ engine life
     def build(self, model: torch.nn.Module) -> None:
@@ -174,6 +175,7 @@ class VLLMEngine:
         from vllm import LLM
 
         self._config_dir = tempfile.mkdtemp(prefix="tempo-vllm-")
+        atexit.register(shutil.rmtree, self._config_dir, True)  # the run ends without close()
         model.config.save_pretrained(self._config_dir)
         s = self.settings
         max_len = s.max_model_len or getattr(model.config, "max_position_embeddings", None)
@@ -216,6 +218,8 @@ class VLLMEngine:
         self.pushes += 1
 
     def close(self) -> None:
+        """Drop the engine. vLLM's parallel state is process-wide: dropping one engine breaks
+        any other in the same process, so a process holds one engine at a time."""
         if self._config_dir is not None:
             shutil.rmtree(self._config_dir, ignore_errors=True)
             self._config_dir = None
