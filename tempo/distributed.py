@@ -59,22 +59,20 @@ def global_sum_count(total: float, count: float) -> tuple[float, float]:
     return float(reduced[0]), float(reduced[1])
 
 
+def _global_maximum(value: float, dtype: torch.dtype) -> float:
+    work = torch.tensor([value], dtype=dtype, device=_comm_device())
+    dist.all_reduce(work, op=dist.ReduceOp.MAX)
+    return work.item()
+
+
 def global_max(value: int) -> int:
     """The largest of every rank's `value` (e.g. micro-batch counts, which must match)."""
-    if not is_distributed():
-        return value
-    work = torch.tensor([value], dtype=torch.long, device=_comm_device())
-    dist.all_reduce(work, op=dist.ReduceOp.MAX)
-    return int(work[0])
+    return int(_global_maximum(value, torch.long)) if is_distributed() else value
 
 
 def global_fmax(value: float) -> float:
     """The largest of every rank's float `value` (e.g. a per-rank maximum gap)."""
-    if not is_distributed():
-        return value
-    work = torch.tensor([value], dtype=torch.float64, device=_comm_device())
-    dist.all_reduce(work, op=dist.ReduceOp.MAX)
-    return float(work[0])
+    return float(_global_maximum(value, torch.float64)) if is_distributed() else value
 
 
 def global_mean(total: float, count: float) -> float | None:

@@ -39,3 +39,9 @@ def forward_hidden(
         use_cache=False,
     )
     return out.last_hidden_state
+
+
+def completion_hidden(model: PreTrainedModel, rollout) -> torch.Tensor:
+    """Last-layer states [b, L, d] that preceded each completion token of a `Rollout`."""
+    ids, attn = rollout.input_ids()
+    return forward_hidden(model, ids, attn)[:, rollout.prompt_ids.shape[1] - 1 : -1]

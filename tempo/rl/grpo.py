@@ -142,22 +142,41 @@ def truncated_is_weights(
     return torch.exp(log_w).clamp(max=cap)
 
 
-@dataclass
 class LogpMismatch:
-    """|trainer - sampler| log-prob gaps summed over tokens, their max, and the token count."""
+    """|trainer - sampler| log-prob gaps summed over tokens, their max, and the token count.
 
-    abs_sum: float = 0.0
-    abs_max: float = 0.0
-    tokens: float = 0.0
+    Accumulated on the tensors' device; the float properties read them (one sync per step,
+    not per micro-batch).
+    """
+
+    def __init__(self) -> None:
+        self._sum: Tensor | None = None
+        self._max: Tensor | None = None
+        self._count: Tensor | None = None
 
     def add(self, trainer_logp: Tensor, sampler_logp: Tensor, mask: Tensor) -> None:
         """Account one micro-batch's completion tokens ([B, L] each)."""
         mask = mask.bool()
         gap = torch.where(mask, (trainer_logp.detach() - sampler_logp.detach()).abs(), 0.0)
-        self.abs_sum += float(gap.sum())
-        self.tokens += float(mask.sum())
-        if bool(mask.any()):
-            self.abs_max = max(self.abs_max, float(gap.max()))
+        parts = (gap.sum(), gap.max() if gap.numel() else gap.new_zeros(()), mask.sum())
+        if self._sum is None:
+            self._sum, self._max, self._count = parts
+        else:
+            self._sum = self._sum + parts[0]
+            self._max = torch.maximum(self._max, parts[1])
+            self._count = self._count + parts[2]
+
+    @property
+    def abs_sum(self) -> float:
+        return 0.0 if self._sum is None else float(self._sum)
+
+    @property
+    def abs_max(self) -> float:
+        return 0.0 if self._max is None else float(self._max)
+
+    @property
+    def tokens(self) -> float:
+        return 0.0 if self._count is None else float(self._count)
 
 
 def policy_loss(

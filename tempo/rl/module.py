@@ -35,7 +35,7 @@ from tempo.metrics.temperature_profile import (
     token_pieces,
 )
 from tempo.models.lora import is_lora, reference_model
-from tempo.models.policy import forward_hidden, lm_head
+from tempo.models.policy import completion_hidden, lm_head
 from tempo.models.prompting import PromptBuilder
 from tempo.models.special_tokens import check_fits_context, context_length
 from tempo.ops.chunked_logprobs import TokenStats, hidden_token_stats
@@ -266,9 +266,7 @@ class RLVRModule(L.LightningModule):
 
     def _completion_hidden(self, model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
         """Last-layer states [b, L, d] that preceded each completion token."""
-        ids, attn = rollout.input_ids()
-        start = rollout.prompt_ids.shape[1] - 1
-        return forward_hidden(model, ids, attn)[:, start:-1]
+        return completion_hidden(model, rollout)
 
     def _completion_stats(
         self,
@@ -541,9 +539,7 @@ class RLVRModule(L.LightningModule):
                 if cfg.mu > 1:
                     token_stats = self._completion_stats(self.model, part, statistics=wants_stats)
                     old[i] = token_stats.logprobs
-                    mismatch.add(old[i], part.logprobs, part.mask)
-                    if cfg.tis_cap is not None:
-                        tis[i] = truncated_is_weights(old[i], part.logprobs, part.mask, cfg.tis_cap)
+                    self._against_sampler(old[i], part, i, mismatch, tis)
                     if wants_stats:
                         statistics = self._collect(statistics, idx, token_stats, part, local_rows)
                 if self.ref_model is not None:
@@ -562,9 +558,7 @@ class RLVRModule(L.LightningModule):
                 if first:
                     statistics = self._collect(statistics, idx, token_stats, part, local_rows)
                 if cfg.mu == 1:  # this pass's log-probs are pi_old's
-                    mismatch.add(logp, part.logprobs, part.mask)
-                    if cfg.tis_cap is not None:
-                        tis[i] = truncated_is_weights(logp, part.logprobs, part.mask, cfg.tis_cap)
+                    self._against_sampler(logp, part, i, mismatch, tis)
                 loss, stats = policy_loss(
                     logp,
                     old.get(i, logp.detach()),
@@ -599,6 +593,20 @@ class RLVRModule(L.LightningModule):
         sums.update(self._mismatch_metrics(mismatch, tis, parts))
         return dict(sums), statistics
 
+    def _against_sampler(
+        self,
+        pi_old: torch.Tensor,
+        part: Rollout,
+        i: int,
+        mismatch: LogpMismatch,
+        tis: dict[int, torch.Tensor],
+    ) -> None:
+        """Measure pi_old against the sampler's log-probs; with `tis_cap`, keep micro-batch
+        i's truncated importance weights."""
+        mismatch.add(pi_old, part.logprobs, part.mask)
+        if self.grpo.tis_cap is not None:
+            tis[i] = truncated_is_weights(pi_old, part.logprobs, part.mask, self.grpo.tis_cap)
+
     def _mismatch_metrics(
         self, mismatch: LogpMismatch, tis: dict[int, torch.Tensor], parts: list[Rollout]
     ) -> dict[str, float]:
@@ -610,12 +618,12 @@ class RLVRModule(L.LightningModule):
             return {}
         out = {"rollout/logp_diff_mean": total / tokens, "rollout/logp_diff_max": gap_max}
         if self.grpo.tis_cap is not None:
-            w_sum = cut = 0.0
+            w_sum = cut = torch.zeros((), device=self.device)
             for i, w in tis.items():
                 valid = parts[i].mask.bool()
-                w_sum += float(w[valid].sum())
-                cut += float((w[valid] >= w.new_tensor(self.grpo.tis_cap)).sum())
-            w_sum, cut = global_sum_count(w_sum, cut)
+                w_sum = w_sum + w[valid].sum()
+                cut = cut + (w[valid] >= w.new_tensor(self.grpo.tis_cap)).sum()
+            w_sum, cut = global_sum_count(float(w_sum), float(cut))
             out["rollout/tis_weight_mean"] = w_sum / tokens
             out["rollout/tis_truncated_frac"] = cut / tokens
         return out

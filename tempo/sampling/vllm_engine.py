@@ -33,9 +33,10 @@ import torch
 from torch import Tensor
 
 from tempo.config_error import ConfigError
-from tempo.models.policy import forward_hidden, lm_head
+from tempo.models.policy import completion_hidden, lm_head
 from tempo.ops.chunked_logprobs import hidden_token_stats
 from tempo.sampling.rollout import Rollout
+from tempo.sampling.sampler import InvalidTemperature
 from tempo.temperature.base import StepTemperature, TemperatureController
 
 ENGINES = ("tempo", "vllm")
@@ -250,8 +251,6 @@ class VLLMEngine:
                 check_engine("vllm", controller)
             temperature = float(controller.step_temperature())
             if not (math.isfinite(temperature) and temperature > 0):
-                from tempo.sampling.sampler import InvalidTemperature
-
                 raise InvalidTemperature(controller, temperature)
         batch = prompt_ids.shape[0]
         seeds = torch.randint(0, 2**31 - 1, (batch,), generator=generator, device=prompt_ids.device)
@@ -337,10 +336,8 @@ class VLLMEngine:
         for start in range(0, rows, step):
             idx = slice(start, min(rows, start + step))
             part = rollout.select(idx).trimmed()
-            ids, attn = part.input_ids()
-            hidden = forward_hidden(model, ids, attn)[:, part.prompt_ids.shape[1] - 1 : -1]
             stats = hidden_token_stats(
-                hidden,
+                completion_hidden(model, part),
                 lm_head(model),
                 part.tokens,
                 part.temperatures,
