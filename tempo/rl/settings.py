@@ -35,7 +35,7 @@ class RolloutConfig:
     compact_below: float = 0.75  # CPU: drop finished rows once this fraction or less decodes
     check_every: int = 4  # decoding steps between "has every row finished?" checks
     stop_tokens: Sequence[int | str] = ()  # extra ids / token strings that end a completion
-    engine: str = "tempo"  # tempo (our sampler, every method) | vllm (per-step methods)
+    engine: str = "tempo"  # tempo (our sampler, every method) | vllm (all but introspective)
     vllm: Any = None  # VLLMSettings or its mapping: engine options for engine=vllm
 
     def __post_init__(self) -> None:

@@ -1,14 +1,18 @@
-"""vLLM as the rollout engine (`rollout.engine=vllm`) for the per-step temperature methods.
+"""vLLM as the rollout engine (`rollout.engine=vllm`) for every method that does not read the
+hidden state.
 
-vLLM applies one temperature per request, so it serves every method whose temperature is one
+vLLM applies one temperature per request, which serves every method whose temperature is one
 number per training step (`StepTemperature`: fixed, the heuristic schedules and
-entropy_target, meta_policy). Per-token methods need the logits or the hidden state at every
-decoding step and stay on tempo's sampler; `check_engine` refuses them with one line.
+entropy_target, meta_policy). Per-token rules that read only the logits and the position
+(`uses_hidden = False`: edt, ead, two_level) run inside vLLM's sampler as a logits processor
+(`tempo.sampling.vllm_token_rules`). A method that needs the hidden state at every decoding
+step (introspective) stays on tempo's sampler; `check_engine` refuses it with one line.
 
 The engine is colocated: built once per run, in this process, on the policy's device, from the
 policy's config alone (`load_format="dummy"`, nothing written but config.json), and the
 policy's weights are pushed into it with vLLM's in-place `reload_weights` before the first
-rollout and after every policy update, without a disk round trip. vLLM returns the tokens and
+rollout and after every policy update, without a disk round trip (a LoRA policy's adapters
+are folded into the pushed weights, `tempo.models.lora.merged_weights`). vLLM returns the tokens and
 the log-probs of the processed distribution, log softmax(z / T)[token]
 (`logprobs_mode="processed_logprobs"`); the entropies at T = 1 and at T, which vLLM does not
 compute, come from one chunked no-grad pass of the policy over the sampled tokens. The result
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import logging
 import math
 import os
 import shutil
@@ -33,8 +38,10 @@ import torch
 from torch import Tensor
 
 from tempo.config_error import ConfigError
+from tempo.models.lora import merged_weights
 from tempo.models.policy import completion_hidden, lm_head
 from tempo.ops.chunked_logprobs import hidden_token_stats
+from tempo.sampling import vllm_token_rules
 from tempo.sampling.rollout import Rollout
 from tempo.sampling.sampler import InvalidTemperature
 from tempo.temperature.base import StepTemperature, TemperatureController
@@ -43,8 +50,8 @@ ENGINES = ("tempo", "vllm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MAX_TEMPERATURE = 2.0  # vLLM's SamplingParams accept temperatures in [0, 2]
 _SERVES = (
-    "per-step methods: fixed, heuristic schedules (linear, cosine, exponential) and "
-    "entropy_target, meta_policy"
+    "per-step methods (fixed, heuristic schedules and entropy_target, meta_policy) and "
+    "per-token rules that read only the logits and the position (edt, ead, two_level)"
 )
 
 
@@ -112,7 +119,7 @@ def check_engine(
     eval_controller: TemperatureController | None = None,
     *,
     world_size: int = 1,
-    lora: bool = False,
+    tensor_parallel_size: int = 1,
 ) -> None:
     """One-line errors for what `rollout.engine=vllm` cannot serve; nothing for `tempo`."""
     if engine not in ENGINES:
@@ -120,31 +127,42 @@ def check_engine(
     if engine == "tempo":
         return
     for which, each in [("method", controller), ("the method's evaluation", eval_controller)]:
-        if each is not None and not isinstance(each, StepTemperature):
-            name = getattr(each, "name", type(each).__name__)
-            if getattr(each, "rule", None):
-                name = f"{name} (rule {each.rule})"
+        if each is None or isinstance(each, StepTemperature):
+            continue
+        name = getattr(each, "name", type(each).__name__)
+        if getattr(each, "rule", None):
+            name = f"{name} (rule {each.rule})"
+        if each.uses_hidden:
             raise ConfigError(
                 "rollout.engine",
                 engine,
-                f"tempo for {which} {name!r}: its temperature changes token by token, which "
-                f"needs tempo's sampler (vllm serves {_SERVES})",
+                f"tempo for {which} {name!r}: its temperature reads the hidden state at every "
+                f"token, which needs tempo's sampler (vllm serves {_SERVES})",
+            )
+        if tensor_parallel_size > 1:
+            raise ConfigError(
+                "rollout.vllm.tensor_parallel_size",
+                tensor_parallel_size,
+                f"1 for {which} {name!r}: a per-token rule runs in this process, and "
+                "tensor-parallel vLLM samples in its worker processes",
             )
     if world_size > 1:
         raise ConfigError(
             "rollout.engine", engine, f"tempo with {world_size} processes (vllm runs on one device)"
-        )
-    if lora:
-        raise ConfigError(
-            "rollout.engine", engine, "tempo with a LoRA policy (adapter pushes are not built)"
         )
     reason = vllm_missing()
     if reason is not None:
         raise ConfigError("rollout.engine", engine, f"tempo ({reason})")
 
 
+def _not_chat_warmup(record: logging.LogRecord) -> bool:
+    """Drops vLLM's 'Chat template warmup failed' traceback: tempo tokenizes its prompts
+    itself and builds the engine without a tokenizer, so there is no template to warm up."""
+    return record.getMessage() != "Chat template warmup failed"
+
+
 class VLLMEngine:
-    """A colocated vLLM engine that samples `Rollout`s for per-step temperature methods."""
+    """A colocated vLLM engine that samples `Rollout`s for the methods `check_engine` allows."""
 
     def __init__(
         self,
@@ -175,6 +193,7 @@ class VLLMEngine:
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         from vllm import LLM
 
+        logging.getLogger("vllm.renderers.base").addFilter(_not_chat_warmup)
         self._config_dir = tempfile.mkdtemp(prefix="tempo-vllm-")
         atexit.register(shutil.rmtree, self._config_dir, True)  # the run ends without close()
         model.config.save_pretrained(self._config_dir)
@@ -195,6 +214,7 @@ class VLLMEngine:
                 enforce_eager=s.enforce_eager,
                 enable_prefix_caching=s.enable_prefix_caching,
                 logprobs_mode="processed_logprobs",
+                logits_processors=[vllm_token_rules.processor_class()],  # per-token rules
                 seed=0,
                 # On CPU a seeded request whose prefill is split over steps crashes vLLM 0.32
                 # ("CPU Generator does not use offset"): whole prefills only there.
@@ -202,14 +222,15 @@ class VLLMEngine:
             )
 
     def push_weights(self, model: torch.nn.Module) -> None:
-        """Load the policy's current weights into the engine in place (HF checkpoint names)."""
+        """Load the policy's current weights into the engine in place (HF checkpoint names;
+        a LoRA policy's adapters folded into its weights, layer by layer)."""
         self.build(model)
-        state = model.state_dict()
+        state = merged_weights(model)
         dtype = self.llm.model_config.dtype  # e.g. bf16 for a float32 policy under dtype=auto
         if self.settings.tensor_parallel_size > 1:  # other processes: through host memory
-            weights: Any = [(k, v.detach().to("cpu", dtype)) for k, v in state.items()]
+            weights: Any = [(k, v.detach().to("cpu", dtype)) for k, v in state]
         else:  # one tensor at a time, cast only where the dtypes differ
-            weights = ((k, v.detach().to(dtype)) for k, v in state.items())
+            weights = ((k, v.detach().to(dtype)) for k, v in state)
         with torch.inference_mode():  # see `build`
             self.llm.collective_rpc(
                 "reload_weights",
@@ -242,20 +263,25 @@ class VLLMEngine:
 
         Each row is one request with its own seed drawn from `generator`, so a run is
         reproducible from its seed. `greedy` takes the argmax (T recorded as 1); no
-        controller samples at T = 1. Without `entropies` (evaluation), the entropy fields
-        are 0 and the extra pass is skipped.
+        controller samples at T = 1; a per-token rule decides T token by token inside vLLM.
+        Without `entropies` (evaluation), the entropy fields are 0 and the extra pass is
+        skipped.
         """
-        temperature = 1.0
-        if controller is not None and not greedy:
-            if not isinstance(controller, StepTemperature):
-                check_engine("vllm", controller)
-            temperature = float(controller.step_temperature())
-            if not (math.isfinite(temperature) and temperature > 0):
-                raise InvalidTemperature(controller, temperature)
         batch = prompt_ids.shape[0]
         seeds = torch.randint(0, 2**31 - 1, (batch,), generator=generator, device=prompt_ids.device)
-        temps = [temperature] * batch
-        rollout = self.sample(prompt_ids, prompt_mask, temps, seeds.tolist(), greedy)
+        if controller is not None and not greedy and not isinstance(controller, StepTemperature):
+            check_engine(
+                "vllm", controller, tensor_parallel_size=self.settings.tensor_parallel_size
+            )
+            rollout = self.sample_rule(prompt_ids, prompt_mask, controller, seeds.tolist())
+        else:
+            temperature = 1.0
+            if controller is not None and not greedy:
+                temperature = float(controller.step_temperature())
+                if not (math.isfinite(temperature) and temperature > 0):
+                    raise InvalidTemperature(controller, temperature)
+            temps = [temperature] * batch
+            rollout = self.sample(prompt_ids, prompt_mask, temps, seeds.tolist(), greedy)
         if entropies:
             self._fill_entropies(model, rollout)
         return rollout
@@ -269,10 +295,6 @@ class VLLMEngine:
         greedy: bool = False,
     ) -> Rollout:
         """One request per row, row i at `temperatures[i]` with `seeds[i]` (entropies 0)."""
-        from vllm import SamplingParams
-
-        if self.llm is None:
-            raise RuntimeError("VLLMEngine.sample before push_weights: the engine has no weights")
         hottest = max(temperatures, default=0.0)
         if not greedy and hottest > MAX_TEMPERATURE:
             raise ConfigError(
@@ -281,6 +303,57 @@ class VLLMEngine:
                 f"tempo for temperatures above {MAX_TEMPERATURE} (vLLM samples at T in "
                 f"(0, {MAX_TEMPERATURE}]; the method asked for T = {hottest})",
             )
+        temps = [0.0 if greedy else float(t) for t in temperatures]
+        rollout = self._generate(prompt_ids, prompt_mask, temps, seeds, tags=None)
+        if not greedy:
+            rollout.temperatures[:] = torch.tensor(temperatures, dtype=torch.float)[:, None]
+        return rollout
+
+    def sample_rule(
+        self,
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        controller: TemperatureController,
+        seeds: Sequence[int],
+    ) -> Rollout:
+        """One request per row, its T decided token by token by `controller` (a per-token
+        rule that reads only the logits and the position) inside vLLM's sampler."""
+        rows = prompt_ids.shape[0]
+        device = prompt_ids.device
+        call_id, call = vllm_token_rules.open_call(controller, rows, self.max_new_tokens, device)
+        try:
+            tags = [{vllm_token_rules.TAG: [call_id, row]} for row in range(rows)]
+            rollout = self._generate(prompt_ids, prompt_mask, [1.0] * rows, seeds, tags=tags)
+        finally:
+            vllm_token_rules.close_call(call_id)
+        if call.calls == 0:
+            raise RuntimeError(
+                "vLLM sampled without tempo's per-token rule: its engine core runs in another "
+                "process (is VLLM_ENABLE_V1_MULTIPROCESSING=1 set?), where the rule cannot run"
+            )
+        if call.first_bad is not None:
+            raise InvalidTemperature(controller, float(call.first_bad))
+        width = rollout.tokens.shape[1]
+        rollout.temperatures = torch.where(
+            rollout.mask.bool(), call.temperatures[:, :width], 1.0
+        ).to(rollout.logprobs.dtype)
+        rollout.controller_data = {k: v[:, :width] for k, v in call.records.items()}
+        return rollout
+
+    def _generate(
+        self,
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        temperatures: Sequence[float],
+        seeds: Sequence[int],
+        tags: Sequence[dict[str, Any]] | None,
+    ) -> Rollout:
+        """One request per row at vLLM temperature `temperatures[i]` (0 = greedy); the
+        Rollout's temperatures are 1 and its entropies 0 (callers fill them)."""
+        from vllm import SamplingParams
+
+        if self.llm is None:
+            raise RuntimeError("VLLMEngine.sample before push_weights: the engine has no weights")
         requests = [
             {"prompt_token_ids": row[keep.bool()].tolist()}
             for row, keep in zip(prompt_ids, prompt_mask, strict=True)
@@ -288,14 +361,15 @@ class VLLMEngine:
         params = [
             SamplingParams(
                 n=1,
-                temperature=0.0 if greedy else float(t),
+                temperature=float(t),
                 seed=int(seed),
                 max_tokens=self.max_new_tokens,
                 stop_token_ids=self.eos_token_ids,
                 logprobs=0,
                 detokenize=False,
+                extra_args=None if tags is None else tags[i],
             )
-            for t, seed in zip(temperatures, seeds, strict=True)
+            for i, (t, seed) in enumerate(zip(temperatures, seeds, strict=True))
         ]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         completions = [out.outputs[0] for out in outputs]
@@ -305,7 +379,6 @@ class VLLMEngine:
         tokens = torch.full((batch, length), self.pad_token_id, dtype=torch.long)
         logprobs = torch.zeros(batch, length)
         mask = torch.zeros(batch, length)
-        temps = torch.ones(batch, length)
         for i, c in enumerate(completions):
             ids = list(c.token_ids)
             n = len(ids)
@@ -314,15 +387,13 @@ class VLLMEngine:
             logprobs[i, :n] = torch.tensor(
                 [step[token].logprob for step, token in zip(c.logprobs, ids, strict=True)]
             )
-            if not greedy:
-                temps[i] = float(temperatures[i])
         finished = torch.tensor([c.finish_reason == "stop" for c in completions])
         return Rollout(
             prompt_ids=prompt_ids,
             prompt_mask=prompt_mask,
             tokens=tokens.to(device),
             mask=mask.to(device),
-            temperatures=temps.to(device),
+            temperatures=torch.ones(batch, length, device=device),
             logprobs=logprobs.to(device),
             entropy=torch.zeros(batch, length, device=device),
             entropy_at_T=torch.zeros(batch, length, device=device),

@@ -58,6 +58,9 @@ class TemperatureController(nn.Module):
     name: str = "base"
     #: True if T can differ between tokens of one completion (per-token methods).
     per_token: bool = False
+    #: False if `temperature()` reads only the logits, T_prev and the position, never
+    #: `hidden`: vLLM can then run the method inside its own sampler (rollout.engine=vllm).
+    uses_hidden: bool = True
     #: Which forward pass `token_statistics` sees: "rollout" (the update's own pre-update
     #: pass, no extra forward) or "post_update" (an extra no-grad pass after the update).
     statistics_source: str = "rollout"

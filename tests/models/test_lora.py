@@ -26,7 +26,13 @@ from tempo.data.arithmetic import ArithmeticTask
 from tempo.data.datamodule import PromptDataModule
 from tempo.hydra_cli import build
 from tempo.logging.jsonl import JsonlLogger
-from tempo.models.lora import LoraSettings, is_lora, peft_available, reference_model
+from tempo.models.lora import (
+    LoraSettings,
+    is_lora,
+    merged_weights,
+    peft_available,
+    reference_model,
+)
 from tempo.models.policy import forward_hidden, lm_head
 from tempo.models.specs import PretrainedModel
 from tempo.models.tiny import tiny_config
@@ -351,3 +357,25 @@ def test_final_model_directory_holds_the_adapter(saved_model, tmp_path):
     enc = tokenizer(["9-2="], return_tensors="pt", add_special_tokens=False)
     args = (enc["input_ids"], enc["attention_mask"])
     torch.testing.assert_close(forward_hidden(restored, *args), forward_hidden(model.eval(), *args))
+
+
+@needs_peft
+@pytest.mark.parametrize("bias", ["none", "all"])
+def test_merged_weights_are_peft_merge_without_changing_the_policy(saved_model, bias):
+    model, _ = _load(saved_model, {**LORA, "bias": bias})
+    _perturb(model)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    before = model(input_ids=ids).logits.detach()
+    merged = dict(merged_weights(model))
+    expected = _merged(model).state_dict()  # peft's own merge, on a copy
+    assert merged.keys() == expected.keys()
+    assert not any("lora" in k or "base_layer" in k for k in merged)
+    for key, value in expected.items():
+        torch.testing.assert_close(merged[key], value, atol=1e-6, rtol=1e-6)
+    q = "model.layers.0.self_attn.q_proj"
+    frozen = model.get_base_model().state_dict()[f"{q}.base_layer.weight"]
+    assert (merged[f"{q}.weight"] - frozen).abs().max() > 1e-3  # the delta was folded in
+    torch.testing.assert_close(model(input_ids=ids).logits, before)  # the policy is unchanged
+    assert is_lora(model) and not any(m.merged for m in model.modules() if hasattr(m, "merged"))
+    plain = AutoModelForCausalLM.from_config(model.config)
+    assert dict(merged_weights(plain)).keys() == plain.state_dict().keys()

@@ -19,9 +19,12 @@ from tempo.rl.settings import RolloutConfig
 from tempo.sampling import vllm_engine
 from tempo.sampling.sampler import Sampler
 from tempo.sampling.vllm_engine import VLLMEngine, VLLMSettings, check_engine
+from tempo.temperature.base import TemperatureController, TemperatureDecision
 from tempo.temperature.fixed import FixedTemperature
+from tempo.temperature.heuristic.ead import ExploratoryAnnealedDecoding
 from tempo.temperature.heuristic.edt import EntropyDynamicTemperature
 from tempo.temperature.heuristic.schedules import LinearSchedule
+from tempo.temperature.heuristic.two_level import TwoLevelTemperature
 from tempo.temperature.meta_policy import MetaPolicyTemperature
 
 PROMPTS = ["12+3=", "1+2*3-4=", "7=", "40-2*9="]
@@ -58,21 +61,29 @@ def test_unknown_engine_option_and_engine_name_are_one_line_errors():
     assert RolloutConfig().engine == "tempo" and RolloutConfig().vllm == VLLMSettings()
 
 
-def test_per_token_methods_and_unsupported_runs_are_refused(monkeypatch):
+def test_hidden_state_methods_and_unsupported_runs_are_refused(monkeypatch):
+    from tempo.temperature.introspective import IntrospectiveTemperature
+
     monkeypatch.setattr(vllm_engine, "vllm_missing", lambda: None)
-    for per_step in [FixedTemperature(0.7), LinearSchedule(), MetaPolicyTemperature()]:
-        check_engine("vllm", per_step, FixedTemperature(1.0))  # served
-    check_engine("tempo", EntropyDynamicTemperature())  # tempo's sampler serves everything
+    served = [FixedTemperature(0.7), LinearSchedule(), MetaPolicyTemperature()]
+    served += [EntropyDynamicTemperature(), ExploratoryAnnealedDecoding(), TwoLevelTemperature()]
+    for method in served:
+        check_engine("vllm", method, FixedTemperature(1.0))
+    check_engine("tempo", IntrospectiveTemperature())  # tempo's sampler serves everything
     with pytest.raises(
-        ConfigError, match=r"tempo for method 'heuristic \(rule edt\)'.*token by token"
+        ConfigError, match=r"tempo for method 'introspective'.*reads the hidden state"
     ):
-        check_engine("vllm", EntropyDynamicTemperature())
-    with pytest.raises(ConfigError, match="the method's evaluation 'heuristic"):
-        check_engine("vllm", FixedTemperature(1.0), EntropyDynamicTemperature())
+        check_engine("vllm", IntrospectiveTemperature())
+    with pytest.raises(ConfigError, match="the method's evaluation 'introspective"):
+        check_engine("vllm", FixedTemperature(1.0), IntrospectiveTemperature())
+    with pytest.raises(ConfigError) as err:  # rules run in this process, TP samples elsewhere
+        check_engine("vllm", EntropyDynamicTemperature(), tensor_parallel_size=2)
+    assert err.value.key == "rollout.vllm.tensor_parallel_size" and "'heuristic (rule edt)'" in (
+        str(err.value)
+    )
+    check_engine("vllm", FixedTemperature(1.0), tensor_parallel_size=2)  # per-step: fine
     with pytest.raises(ConfigError, match="tempo with 4 processes"):
         check_engine("vllm", FixedTemperature(1.0), world_size=4)
-    with pytest.raises(ConfigError, match="LoRA"):
-        check_engine("vllm", FixedTemperature(1.0), lora=True)
 
 
 def test_introspective_is_refused_by_the_training_module(tiny_model, char_tokenizer, monkeypatch):
@@ -255,7 +266,10 @@ def test_pushed_weights_change_what_vllm_samples(engine, vllm_model, char_tokeni
 
 
 @needs_vllm
-def test_training_steps_push_weights_and_log_the_gap(engine, vllm_model, char_tokenizer, tmp_path):
+@pytest.mark.parametrize("method", ["fixed", "two_level"])
+def test_training_steps_push_weights_and_log_the_gap(
+    engine, vllm_model, char_tokenizer, tmp_path, method
+):
     import lightning as L
 
     from tempo.data.arithmetic import ArithmeticTask
@@ -267,10 +281,15 @@ def test_training_steps_push_weights_and_log_the_gap(engine, vllm_model, char_to
     from tests.rl.test_logp_mismatch import AlternatingScorer
 
     model = copy.deepcopy(vllm_model).train()
+    controller = (
+        FixedTemperature(1.2)
+        if method == "fixed"
+        else TwoLevelTemperature(t_low=0.8, t_high=1.4, threshold=99.0, quantile=0.5)
+    )
     module = RLVRModule(
         model,
         char_tokenizer,
-        FixedTemperature(1.2),
+        controller,
         GRPOConfig(group_size=4, lr=1e-2, micro_batch_size=8, tis_cap=2.0),
         RolloutConfig(2, 24, engine="vllm"),
         EvalConfig(every=0, num_problems=4, samples=2, ks=(1, 2), at_start=False),
@@ -297,7 +316,13 @@ def test_training_steps_push_weights_and_log_the_gap(engine, vllm_model, char_to
         gaps = [v for _, v in log.history["rollout/logp_diff_max"]]
         assert len(gaps) == 3 and max(gaps) < 1e-3  # vLLM's float32 numerics vs the trainer's
         assert log.latest["rollout/tis_weight_mean"] == pytest.approx(1.0, abs=1e-3)
-        assert log.latest["explore/temperature_mean"] == pytest.approx(1.2)
+        if method == "fixed":
+            assert log.latest["explore/temperature_mean"] == pytest.approx(1.2)
+        else:  # T per token inside vLLM; the quantile threshold is re-estimated each step
+            thresholds = [v for _, v in log.history["method/threshold"]]
+            assert thresholds[0] == 99.0 and all(0 < t < 5 for t in thresholds[1:])
+            assert 0 < log.latest["method/frac_high"] < 1  # both levels were sampled
+            assert 0.8 < log.latest["explore/temperature_mean"] < 1.4
         assert math.isfinite(log.latest["explore/entropy"]) and log.latest["explore/entropy"] > 0
         # The engine now holds the updated policy: its greedy completions are the policy's.
         ids, mask = _encode(char_tokenizer, PROMPTS)
@@ -324,3 +349,129 @@ def test_a_batch_whose_prompts_exceed_one_scheduling_step(engine, vllm_model, ch
     logp, _, _ = _recomputed(vllm_model, r)
     assert r.tokens.shape[0] == 256 and bool((r.lengths >= 1).all())
     torch.testing.assert_close(r.logprobs, logp, atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- per-token rules in vLLM
+def _rule_temperatures(rule, entropy, width):
+    """What each rule's formula gives per position, computed here from the entropies at T = 1
+    (the Rollout's, equal to a full recompute by the test above) and the positions."""
+    if isinstance(rule, EntropyDynamicTemperature):
+        t = rule.t0 * rule.base ** (rule.theta / entropy.clamp_min(1e-12))
+        return t.clamp(rule.t_min, rule.t0)
+    if isinstance(rule, ExploratoryAnnealedDecoding):
+        pos = torch.arange(width, dtype=torch.float64)
+        t = (1 + rule.t_max - torch.exp(pos / rule.decay)).clamp_min(rule.t_min)
+        t[: rule.c] = 1.0
+        return t.float().expand_as(entropy)
+    return torch.where(entropy > rule.threshold, rule.t_high, rule.t_low)
+
+
+@needs_vllm
+@pytest.mark.parametrize(
+    "rule",
+    [
+        EntropyDynamicTemperature(t0=1.5, base=0.8, theta=1.0, t_min=0.2),
+        ExploratoryAnnealedDecoding(c=2, t_max=1.5, t_min=0.3, d0=8.0),
+        TwoLevelTemperature(t_low=0.6, t_high=1.8, mode="absolute", threshold=2.0),
+    ],
+    ids=lambda r: r.rule,
+)
+def test_per_token_rules_run_inside_vllms_sampler(engine, vllm_model, char_tokenizer, rule):
+    ids, mask = _encode(char_tokenizer, PROMPTS * 8)
+    if rule.rule == "two_level":  # a threshold inside this model's entropies: both levels
+        plain = engine.rollout(vllm_model, ids, mask, FixedTemperature(1.0))
+        rule.threshold = float(plain.entropy[plain.mask.bool()].median())
+    gen = torch.Generator().manual_seed(5)
+    r = engine.rollout(vllm_model, ids, mask, rule, generator=gen)
+    m = r.mask.bool()
+    logp, ent, _ = _recomputed(vllm_model, r)
+    torch.testing.assert_close(r.entropy, ent, atol=1e-4, rtol=1e-4)
+    expected = _rule_temperatures(rule, ent, r.tokens.shape[1])
+    sharp = m if rule.rule != "two_level" else m & ((ent - rule.threshold).abs() > 1e-3)
+    torch.testing.assert_close(r.temperatures[sharp], expected[sharp], atol=1e-4, rtol=1e-4)
+    # vLLM sampled from softmax(z / T[b, t]) at those temperatures: its log-probs say so.
+    torch.testing.assert_close(r.logprobs, logp, atol=1e-4, rtol=1e-4)
+    assert (r.temperatures[~m] == 1.0).all()
+    assert len(r.temperatures[m].unique()) > (1 if rule.rule == "two_level" else 5)
+
+
+class _CountingRule(TemperatureController):
+    """T cycles with the position; records the position and the T_prev it was handed."""
+
+    name = "counting"
+    per_token = True
+    uses_hidden = False
+
+    def __init__(self, bad_at: int | None = None) -> None:
+        super().__init__()
+        self.bad_at = bad_at
+
+    def initial_temperature(self, batch_size, device):
+        return torch.full((batch_size,), 0.25, device=device)
+
+    def temperature(self, logits, hidden, prev_temperature, position):
+        assert hidden.shape == (logits.shape[0], 0)  # served here: no hidden state to read
+        t = torch.full((logits.shape[0],), 0.5 + 0.25 * (position % 4), device=logits.device)
+        if position == self.bad_at:
+            t[0] = float("nan")
+        pos = torch.full_like(t, float(position))
+        return TemperatureDecision(t, {"position": pos, "prev": prev_temperature.clone()})
+
+
+@needs_vllm
+def test_a_rule_sees_each_rows_position_and_previous_temperature(
+    engine, vllm_model, char_tokenizer
+):
+    ids, mask = _encode(char_tokenizer, PROMPTS * 4)
+    r = engine.rollout(vllm_model, ids, mask, _CountingRule(), generator=torch.Generator())
+    m = r.mask.bool()
+    pos = torch.arange(r.tokens.shape[1]).float().expand_as(r.temperatures)
+    assert torch.equal(r.controller_data["position"][m], pos[m])
+    torch.testing.assert_close(r.temperatures[m], (0.5 + 0.25 * (pos % 4))[m])
+    prev = torch.cat([torch.full_like(pos[:, :1], 0.25), r.temperatures[:, :-1]], dim=1)
+    torch.testing.assert_close(r.controller_data["prev"][m], prev[m])
+    logp, _, _ = _recomputed(vllm_model, r)
+    torch.testing.assert_close(r.logprobs, logp, atol=1e-4, rtol=1e-4)
+
+
+@needs_vllm
+def test_a_bad_temperature_from_a_rule_is_a_one_line_error_and_the_engine_goes_on(
+    engine, vllm_model, char_tokenizer
+):
+    ids, mask = _encode(char_tokenizer, PROMPTS)
+    with pytest.raises(ConfigError, match=r"_CountingRule.*finite numbers > 0.*nan"):
+        engine.rollout(vllm_model, ids, mask, _CountingRule(bad_at=0), generator=torch.Generator())
+    assert vllm_engine.vllm_token_rules._calls == {}  # the failed rollout's table is gone
+    r = engine.rollout(vllm_model, ids, mask, _CountingRule(), generator=torch.Generator())
+    assert r.temperatures[0, 0] == 0.5
+
+
+@needs_vllm
+def test_a_lora_policy_is_pushed_with_its_adapters_folded_in(
+    engine, vllm_model, char_tokenizer, eos_ids
+):
+    pytest.importorskip("peft", reason="peft is not installed (pip install 'tempo[peft]')")
+    from tempo.models.lora import LoraSettings, apply_lora
+
+    policy = apply_lora(copy.deepcopy(vllm_model), LoraSettings(enabled=True, r=4, alpha=8))
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:  # peft starts them at 0: make the adapters matter
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    ids, mask = _encode(char_tokenizer, PROMPTS * 2)
+    base = engine.rollout(vllm_model, ids, mask, None, greedy=True, entropies=False)
+    engine.push_weights(policy)
+    try:
+        theirs = engine.rollout(policy, ids, mask, None, greedy=True)
+        ours = Sampler(24, eos_ids, char_tokenizer.pad_token_id).rollout(
+            policy, ids, mask, None, greedy=True
+        )
+        assert not torch.equal(theirs.tokens, base.tokens)  # the adapters changed the policy
+        assert torch.equal(theirs.tokens, ours.tokens)
+        torch.testing.assert_close(theirs.logprobs, ours.logprobs, atol=1e-4, rtol=1e-4)
+        hot = engine.rollout(policy, ids, mask, FixedTemperature(1.3), generator=gen)
+        logp, _, _ = _recomputed(policy, hot)  # through peft's adapter layers
+        torch.testing.assert_close(hot.logprobs, logp, atol=1e-4, rtol=1e-4)
+    finally:
+        engine.push_weights(vllm_model)

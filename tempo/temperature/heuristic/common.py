@@ -20,6 +20,7 @@ class HeuristicRule(TemperatureController):
 
     name = "heuristic"
     rule: ClassVar[str] = "base"
+    uses_hidden = False  # every rule reads the logits and the position only
     state_fields: ClassVar[tuple[str, ...]] = ()
 
     def key(self, knob: str) -> str:
