@@ -152,7 +152,12 @@ class RLVRModule(L.LightningModule):
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
         if self.vllm is not None and self.trainer.world_size > 1:
-            check_engine("vllm", self.controller, world_size=self.trainer.world_size)
+            check_engine(
+                "vllm",
+                self.controller,
+                world_size=self.trainer.world_size,
+                tensor_parallel_size=self.vllm.settings.tensor_parallel_size,
+            )
         if self.generator is None or self.generator.device != self.device:
             self.generator = torch.Generator(device=self.device)
             self._seed_streams(self.seed)

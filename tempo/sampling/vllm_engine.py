@@ -146,9 +146,12 @@ def check_engine(
                 f"1 for {which} {name!r}: a per-token rule runs in this process, and "
                 "tensor-parallel vLLM samples in its worker processes",
             )
-    if world_size > 1:
+    if world_size > 1 and tensor_parallel_size > 1:
         raise ConfigError(
-            "rollout.engine", engine, f"tempo with {world_size} processes (vllm runs on one device)"
+            "rollout.vllm.tensor_parallel_size",
+            tensor_parallel_size,
+            f"1 with {world_size} processes (each rank samples its own prompts with its own "
+            "engine; an engine spanning ranks would need the same prompts on all of them)",
         )
     reason = vllm_missing()
     if reason is not None:
@@ -159,6 +162,28 @@ def _not_chat_warmup(record: logging.LogRecord) -> bool:
     """Drops vLLM's 'Chat template warmup failed' traceback: tempo tokenizes its prompts
     itself and builds the engine without a tokenizer, so there is no template to warm up."""
     return record.getMessage() != "Chat template warmup failed"
+
+
+def _not_rotary_reload(record: logging.LogRecord) -> bool:
+    """Drops vLLM's 'RotaryEmbedding: Failed to load weights' at every push: the rotary
+    cos/sin cache is computed from the config and is in no checkpoint, so vLLM keeps its own
+    (any other layer that fails to load is still reported)."""
+    return not record.getMessage().endswith("RotaryEmbedding: Failed to load weights")
+
+
+def _external_launcher(device: torch.device) -> dict[str, Any]:
+    """Engine arguments for a multi-process run (DDP): one engine per rank, in the rank's own
+    process, beside the process group the trainer started (vLLM's `external_launcher`, as
+    TRL's colocate mode runs it). vLLM reads the rank and device from the environment."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return {}
+    os.environ.setdefault("RANK", str(dist.get_rank()))
+    os.environ.setdefault("WORLD_SIZE", str(dist.get_world_size()))
+    local = device.index if device.type == "cuda" and device.index is not None else None
+    os.environ.setdefault("LOCAL_RANK", str(dist.get_rank() if local is None else local))
+    return {"distributed_executor_backend": "external_launcher"}
 
 
 class VLLMEngine:
@@ -194,6 +219,8 @@ class VLLMEngine:
         from vllm import LLM
 
         logging.getLogger("vllm.renderers.base").addFilter(_not_chat_warmup)
+        reload_log = "vllm.model_executor.model_loader.reload.layerwise"
+        logging.getLogger(reload_log).addFilter(_not_rotary_reload)
         self._config_dir = tempfile.mkdtemp(prefix="tempo-vllm-")
         atexit.register(shutil.rmtree, self._config_dir, True)  # the run ends without close()
         model.config.save_pretrained(self._config_dir)
@@ -219,6 +246,7 @@ class VLLMEngine:
                 # On CPU a seeded request whose prefill is split over steps crashes vLLM 0.32
                 # ("CPU Generator does not use offset"): whole prefills only there.
                 enable_chunked_prefill=device.type != "cpu",
+                **_external_launcher(device),
             )
 
     def push_weights(self, model: torch.nn.Module) -> None:

@@ -82,8 +82,10 @@ def test_hidden_state_methods_and_unsupported_runs_are_refused(monkeypatch):
         str(err.value)
     )
     check_engine("vllm", FixedTemperature(1.0), tensor_parallel_size=2)  # per-step: fine
-    with pytest.raises(ConfigError, match="tempo with 4 processes"):
-        check_engine("vllm", FixedTemperature(1.0), world_size=4)
+    check_engine("vllm", EntropyDynamicTemperature(), world_size=4)  # one engine per rank
+    with pytest.raises(ConfigError, match="1 with 4 processes") as err:
+        check_engine("vllm", FixedTemperature(1.0), world_size=4, tensor_parallel_size=2)
+    assert err.value.key == "rollout.vllm.tensor_parallel_size"
 
 
 def test_introspective_is_refused_by_the_training_module(tiny_model, char_tokenizer, monkeypatch):
@@ -475,3 +477,102 @@ def test_a_lora_policy_is_pushed_with_its_adapters_folded_in(
         torch.testing.assert_close(hot.logprobs, logp, atol=1e-4, rtol=1e-4)
     finally:
         engine.push_weights(vllm_model)
+
+
+# ---------------------------------------------------------------- DDP: one engine per rank
+def _ddp_worker(run_dir: str, out_dir: str, cache_dir: str) -> None:
+    """One rank of a 2-process gloo run: tempo-train's `run_training` with rollout.engine=vllm
+    and a per-token rule, so each rank builds its own engine beside the trainer's group."""
+    import os
+    import traceback
+    from pathlib import Path
+
+    from tempo.logging.samples import SamplesConfig
+    from tempo.rl.grpo import GRPOConfig
+    from tempo.rl.settings import EvalConfig, LoggerConfig, TrainerConfig
+    from tempo.runner import RunParts, run_training
+    from tests.test_ddp import RecordingTask, RecordingTiny, RiggedReward
+
+    rank = int(os.environ["RANK"])
+    torch.set_num_threads(1)
+    built: dict = {}
+    original = VLLMEngine.build
+
+    def build(self, model):  # records how vLLM placed this rank's engine
+        original(self, model)
+        from vllm.distributed.parallel_state import get_world_group
+
+        config = self.llm.llm_engine.vllm_config.parallel_config
+        group = get_world_group()
+        built.update(
+            backend=config.distributed_executor_backend,
+            vllm_rank=(group.rank_in_group, group.world_size),
+        )
+
+    VLLMEngine.build = build
+    try:
+        task = RecordingTask()
+        tiny = RecordingTiny(
+            hidden_size=128,
+            num_layers=2,
+            intermediate_size=128,
+            warmstart={"steps": 0},
+            cache_dir=cache_dir,
+        )
+        engine = {"dtype": "float32", "enforce_eager": True, "kv_cache_memory_bytes": 2**26}
+        parts = RunParts(
+            task=task,
+            method=EntropyDynamicTemperature(t0=1.5, theta=0.2, t_min=0.5),
+            algorithm=GRPOConfig(group_size=4, lr=1e-2, micro_batch_size=8),
+            model=tiny,
+            rollout=RolloutConfig(2, 10, engine="vllm", vllm=engine),
+            evaluation=EvalConfig(every=0, num_problems=4, samples=2, ks=(1,), at_start=False),
+            reward=RiggedReward(),
+            trainer=TrainerConfig(max_steps=2, devices=2, strategy="ddp", progress_bar=False),
+            logger=LoggerConfig(backend="jsonl"),
+            samples=SamplesConfig(every=0),
+        )
+        summary = run_training(parts, run_dir, 0, "ddp", "test", config={})
+        result = {
+            "summary": summary,
+            "drawn": task.drawn,
+            "policy": {k: v.clone() for k, v in tiny.built.state_dict().items()},
+            "engine": built,
+        }
+    except BaseException:
+        result = {"error": traceback.format_exc()}
+    torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+
+
+@needs_vllm
+def test_ddp_runs_one_engine_per_rank_and_pushes_each_ranks_policy(tmp_path):
+    import json
+
+    from tempo.data.arithmetic import ArithmeticTask
+    from tests.gloo_ranks import run_ranks
+    from tests.test_ddp import RecordingTiny
+
+    cache = str(tmp_path / "cache")
+    spec = RecordingTiny(
+        hidden_size=128,
+        num_layers=2,
+        intermediate_size=128,
+        warmstart={"steps": 0},
+        cache_dir=cache,
+    )
+    initial = spec.build(ArithmeticTask(num_test=4))[0].state_dict()
+    args = (str(tmp_path / "run"), str(tmp_path), cache)
+    ranks = run_ranks(_ddp_worker, args, lambda r: tmp_path / f"rank{r}.pt", 2, 400)
+    for rank, result in enumerate(ranks):  # vLLM joined the trainer's ranks, one engine each
+        assert result["engine"] == {"backend": "external_launcher", "vllm_rank": (rank, 2)}
+    a, b = (r["policy"] for r in ranks)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # DDP kept the ranks' policies equal
+    assert any(not torch.equal(a[k], initial[k]) for k in a)  # and they learned
+    assert ranks[0]["drawn"] != ranks[1]["drawn"]  # each rank sampled its own prompts
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    gaps = [row["rollout/logp_diff_max"] for row in rows if "rollout/logp_diff_max" in row]
+    # The max over both ranks, every step: each rank's engine held its updated policy.
+    assert len(gaps) == 2 and max(gaps) < 1e-3
+    temps = [row["explore/temperature_std"] for row in rows if "explore/temperature_std" in row]
+    assert temps and min(temps) > 0  # the rule set T token by token inside each engine
