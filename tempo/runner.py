@@ -603,11 +603,12 @@ def make_strategy(
     method: TemperatureController,
     algorithm: GRPOConfig | None = None,
     model: Any = None,
+    rollout: RolloutConfig | None = None,
 ) -> str | Strategy:
     """Lightning's strategy for `trainer.strategy`; DDP names get an explicit `DDPStrategy`,
     the fsdp preset's settings (`tempo.fsdp.FSDPSettings`) tempo's FSDP2 strategy, after the
-    run's `algorithm` and `model` spec are checked for what FSDP does not support yet (a KL
-    reference model, LoRA adapters), each refused in one line.
+    run's `algorithm`, `model` spec and `rollout` are checked for what FSDP does not support
+    yet (a KL reference model, LoRA adapters, the vLLM engine), each refused in one line.
 
     The temperature controller is a submodule of the LightningModule, so DDP wraps the
     policy and a learned controller's parameters (the introspective head) alike and
@@ -619,7 +620,7 @@ def make_strategy(
     Lightning's `ddp_find_unused_parameters_true` etc.) is passed on unchanged.
     """
     if isinstance(strategy, FSDPSettings):  # see tempo/fsdp.py for what the step does under it
-        check_fsdp_run(algorithm, model)
+        check_fsdp_run(algorithm, model, rollout)
         return strategy.strategy()
     name = str(strategy)
     if name not in DDP_START_METHODS:
@@ -629,8 +630,17 @@ def make_strategy(
     )
 
 
-def check_fsdp_run(algorithm: GRPOConfig | None, model: Any) -> None:
+def check_fsdp_run(
+    algorithm: GRPOConfig | None, model: Any, rollout: RolloutConfig | None = None
+) -> None:
     """Refuse, in one line each, the parts of a run that `trainer=fsdp` does not shard."""
+    if rollout is not None and rollout.engine == "vllm":
+        raise ConfigError(
+            "rollout.engine",
+            "vllm",
+            "tempo under trainer=fsdp (pushing sharded weights into vLLM is not built; use "
+            "trainer=ddp, one engine per rank)",
+        )
     if algorithm is not None and algorithm.beta > 0:
         raise ConfigError(
             "algorithm.beta",
@@ -701,7 +711,9 @@ def _make_trainer(
         max_epochs=-1,  # `max_steps` ends the run; a resumed, finished run starts a new epoch
         accelerator=parts.trainer.accelerator,
         devices=parts.trainer.devices,
-        strategy=make_strategy(parts.trainer.strategy, parts.method, parts.algorithm, parts.model),
+        strategy=make_strategy(
+            parts.trainer.strategy, parts.method, parts.algorithm, parts.model, parts.rollout
+        ),
         precision=parts.trainer.precision,
         logger=loggers,
         callbacks=callbacks,

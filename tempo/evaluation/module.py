@@ -16,6 +16,7 @@ from tempo.data.problem import Problem
 from tempo.evaluation.scoring import Samples, rollout_samples, score_problems
 from tempo.models.prompting import PromptBuilder
 from tempo.sampling.sampler import Sampler
+from tempo.sampling.vllm_engine import VLLMEngine
 from tempo.temperature.base import TemperatureController
 
 
@@ -39,10 +40,12 @@ class EvalModule(L.LightningModule):
         seed: int = 0,
         prompts: PromptBuilder | None = None,
         stop_token_ids: Sequence[int] | None = None,
+        engine: VLLMEngine | None = None,
     ) -> None:
         """`prompts` and `stop_token_ids` as in training (`RLVRModule`): the same prompt path
         (chat template, BOS) and every EOS id; defaults are the tokenizer's plain encoding and
-        its EOS."""
+        its EOS. With a vLLM `engine` (`eval.engine=vllm`) it samples instead of tempo's
+        sampler; the model's weights are pushed into it once, at the first batch."""
         super().__init__()
         self.model = model
         self.controller = controller
@@ -54,6 +57,8 @@ class EvalModule(L.LightningModule):
             list(stop_token_ids or [tokenizer.eos_token_id]),
             tokenizer.pad_token_id,
         )
+        self.engine = engine
+        self._pushed = False
         self.scorer = None
         self.records: list[dict] = []
         self.generator: torch.Generator | None = None
@@ -77,13 +82,17 @@ class EvalModule(L.LightningModule):
 
     def _sample(self, prompts: Sequence[str], greedy: bool) -> Samples:
         ids, mask = self.prompts.encode(prompts, self.device)
-        rollout = self.sampler.rollout(
-            self.model,
-            ids,
-            mask,
-            None if greedy else self.controller,
-            generator=self.generator,
-            greedy=greedy,
-        )
+        controller = None if greedy else self.controller
+        if self.engine is not None:
+            if not self._pushed:  # evaluation never changes the weights: push once
+                self.engine.push_weights(self.model)
+                self._pushed = True
+            rollout = self.engine.rollout(
+                self.model, ids, mask, controller, self.generator, greedy, entropies=False
+            )
+        else:
+            rollout = self.sampler.rollout(
+                self.model, ids, mask, controller, generator=self.generator, greedy=greedy
+            )
         inputs = self.prompts.shown(ids, mask)
         return rollout_samples(rollout, self.tokenizer, inputs)

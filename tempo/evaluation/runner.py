@@ -30,6 +30,7 @@ from tempo.logging.wandb_setup import make_wandb_logger
 from tempo.models.preflight import prepare_model_io
 from tempo.models.prompting import PromptConfig
 from tempo.rl.settings import LoggerConfig, RewardConfig
+from tempo.sampling.vllm_engine import VLLMEngine, check_engine
 from tempo.temperature.base import TemperatureController
 from tempo.temperature.fixed import FixedTemperature
 
@@ -94,6 +95,13 @@ def run_evaluation(
         torch.set_num_threads(parts.device.threads)
     L.seed_everything(seed, workers=True, verbose=False)
     opts = parts.options
+    # Before anything loads: the evaluation controller and the extra must suit the engine.
+    check_engine(
+        opts.engine,
+        evaluation_controller(opts, parts.method),
+        tensor_parallel_size=opts.vllm.tensor_parallel_size,
+        key="eval.engine",
+    )
     held_out = {task.name: list(task.test_problems())[: opts.num_problems] for task in parts.tasks}
     io = prepare_model_io(  # before the weights load: the prompts fit, completions can end
         parts.model,
@@ -130,6 +138,7 @@ def run_evaluation(
         "seed": seed,
         "chat_template": io.prompts.uses_chat,
         "stop_token_ids": io.stop_token_ids,
+        "engine": opts.engine,
     }
     module = EvalModule(
         model,
@@ -141,6 +150,16 @@ def run_evaluation(
         seed,
         prompts=io.prompts,
         stop_token_ids=io.stop_token_ids,
+        engine=VLLMEngine(
+            opts.vllm,
+            parts.max_new_tokens,
+            io.stop_token_ids,
+            tokenizer.pad_token_id,
+            chunk_tokens=256,  # unused: evaluation computes no entropies
+            key="eval.engine",
+        )
+        if opts.engine == "vllm"
+        else None,
     )
     trainer = _make_trainer(parts.device, run_dir)
     samples_path = run_dir / SAMPLES_FILE

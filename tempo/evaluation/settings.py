@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tempo.config_error import ConfigError
 from tempo.evaluation.metrics import all_ks
 from tempo.rl.settings import ACCELERATORS, PRECISIONS, token_list
+from tempo.sampling.vllm_engine import ENGINES, VLLMSettings
 
 
 def _int_at_least(key: str, value: object, minimum: int) -> int:
@@ -29,6 +31,8 @@ class EvalOptions:
     max_new_tokens: int | None = None  # completion cap; None = the run's (or 48)
     use_head: bool = True  # sample with the method's own evaluation controller, if any
     stop_tokens: Sequence[int | str] = ()  # ids / token strings ending completions, besides EOS
+    engine: str = "tempo"  # tempo (our sampler) | vllm (optional extra; not the introspective head)
+    vllm: Any = None  # VLLMSettings or its mapping: engine options for engine=vllm
 
     def __post_init__(self) -> None:
         _int_at_least("samples", self.samples, 1)
@@ -61,6 +65,9 @@ class EvalOptions:
         if self.max_new_tokens is not None:
             _int_at_least("max_new_tokens", self.max_new_tokens, 1)
         self.stop_tokens = token_list("stop_tokens", self.stop_tokens)
+        if self.engine not in ENGINES:
+            raise ConfigError("engine", self.engine, f"one of {', '.join(ENGINES)}")
+        self.vllm = VLLMSettings.from_value(self.vllm)
 
 
 @dataclass

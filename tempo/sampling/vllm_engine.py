@@ -120,10 +120,15 @@ def check_engine(
     *,
     world_size: int = 1,
     tensor_parallel_size: int = 1,
+    key: str = "rollout.engine",
 ) -> None:
-    """One-line errors for what `rollout.engine=vllm` cannot serve; nothing for `tempo`."""
+    """One-line errors for what `rollout.engine=vllm` cannot serve; nothing for `tempo`.
+
+    `key` names the option in the errors (`eval.engine` for tempo-eval); the engine options
+    sit beside it (`rollout.vllm.*`, `eval.vllm.*`)."""
+    tp_key = f"{key.rsplit('.', 1)[0]}.vllm.tensor_parallel_size"
     if engine not in ENGINES:
-        raise ConfigError("rollout.engine", engine, f"one of {', '.join(ENGINES)}")
+        raise ConfigError(key, engine, f"one of {', '.join(ENGINES)}")
     if engine == "tempo":
         return
     for which, each in [("method", controller), ("the method's evaluation", eval_controller)]:
@@ -134,28 +139,28 @@ def check_engine(
             name = f"{name} (rule {each.rule})"
         if each.uses_hidden:
             raise ConfigError(
-                "rollout.engine",
+                key,
                 engine,
                 f"tempo for {which} {name!r}: its temperature reads the hidden state at every "
                 f"token, which needs tempo's sampler (vllm serves {_SERVES})",
             )
         if tensor_parallel_size > 1:
             raise ConfigError(
-                "rollout.vllm.tensor_parallel_size",
+                tp_key,
                 tensor_parallel_size,
                 f"1 for {which} {name!r}: a per-token rule runs in this process, and "
                 "tensor-parallel vLLM samples in its worker processes",
             )
     if world_size > 1 and tensor_parallel_size > 1:
         raise ConfigError(
-            "rollout.vllm.tensor_parallel_size",
+            tp_key,
             tensor_parallel_size,
             f"1 with {world_size} processes (each rank samples its own prompts with its own "
             "engine; an engine spanning ranks would need the same prompts on all of them)",
         )
     reason = vllm_missing()
     if reason is not None:
-        raise ConfigError("rollout.engine", engine, f"tempo ({reason})")
+        raise ConfigError(key, engine, f"tempo ({reason})")
 
 
 def _not_chat_warmup(record: logging.LogRecord) -> bool:
@@ -196,8 +201,10 @@ class VLLMEngine:
         eos_token_ids: Sequence[int],
         pad_token_id: int,
         chunk_tokens: int,
+        key: str = "rollout.engine",
     ) -> None:
         self.settings = settings
+        self.key = key  # the option named in errors (eval.engine for tempo-eval)
         self.max_new_tokens = max_new_tokens
         self.eos_token_ids = list(dict.fromkeys(int(i) for i in eos_token_ids))
         self.pad_token_id = pad_token_id
@@ -226,6 +233,10 @@ class VLLMEngine:
         model.config.save_pretrained(self._config_dir)
         s = self.settings
         max_len = s.max_model_len or getattr(model.config, "max_position_embeddings", None)
+        # vLLM sets torch's intra-op threads to 1 for serving (unless OMP_NUM_THREADS is set),
+        # and its CPU worker replaces torch.set_num_threads with a no-op: in this process both
+        # are the trainer's (trainer.threads), so both are restored after the build.
+        threads, set_threads = torch.get_num_threads(), torch.set_num_threads
         # Inference mode always (Lightning validates under it): the engine's weights are then
         # inference tensors, which later pushes may only update under inference mode too.
         with torch.inference_mode():
@@ -248,6 +259,8 @@ class VLLMEngine:
                 enable_chunked_prefill=device.type != "cpu",
                 **_external_launcher(device),
             )
+        torch.set_num_threads = set_threads
+        torch.set_num_threads(threads)
 
     def push_weights(self, model: torch.nn.Module) -> None:
         """Load the policy's current weights into the engine in place (HF checkpoint names;
@@ -299,7 +312,10 @@ class VLLMEngine:
         seeds = torch.randint(0, 2**31 - 1, (batch,), generator=generator, device=prompt_ids.device)
         if controller is not None and not greedy and not isinstance(controller, StepTemperature):
             check_engine(
-                "vllm", controller, tensor_parallel_size=self.settings.tensor_parallel_size
+                "vllm",
+                controller,
+                tensor_parallel_size=self.settings.tensor_parallel_size,
+                key=self.key,
             )
             rollout = self.sample_rule(prompt_ids, prompt_mask, controller, seeds.tolist())
         else:
@@ -326,7 +342,7 @@ class VLLMEngine:
         hottest = max(temperatures, default=0.0)
         if not greedy and hottest > MAX_TEMPERATURE:
             raise ConfigError(
-                "rollout.engine",
+                self.key,
                 "vllm",
                 f"tempo for temperatures above {MAX_TEMPERATURE} (vLLM samples at T in "
                 f"(0, {MAX_TEMPERATURE}]; the method asked for T = {hottest})",
@@ -359,8 +375,9 @@ class VLLMEngine:
                 "vLLM sampled without tempo's per-token rule: its engine core runs in another "
                 "process (is VLLM_ENABLE_V1_MULTIPROCESSING=1 set?), where the rule cannot run"
             )
-        if call.first_bad is not None:
-            raise InvalidTemperature(controller, float(call.first_bad))
+        bad = call.bad_temperature(rollout.mask)
+        if bad is not None:
+            raise InvalidTemperature(controller, bad)
         width = rollout.tokens.shape[1]
         rollout.temperatures = torch.where(
             rollout.mask.bool(), call.temperatures[:, :width], 1.0

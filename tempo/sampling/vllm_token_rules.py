@@ -49,23 +49,20 @@ class RuleCall:
         self.initial = controller.initial_temperature(rows, device).float()
         self.temperatures = torch.ones(rows, steps, device=device)
         self.records: dict[str, Tensor] = {}
-        self.bad = torch.zeros(rows, dtype=torch.bool, device=device)  # rows given a bad T
-        self.first_bad: Tensor | None = None  # the first bad value, for the error
         self.calls = 0  # decoding steps the rule ran at (0 after a rollout: it never ran)
 
     def decide(self, logits: Tensor, rows: Tensor, position: int) -> Tensor:
-        """T [n] for `rows` at completion `position` given their logits [n, V]; recorded."""
+        """T [n] for `rows` at completion `position` given their logits [n, V]; recorded.
+
+        The table keeps T as the rule decided it, so a bad value (not a finite number > 0)
+        fails the rollout afterwards (`bad_temperature`); vLLM's batch goes on at T = 1 for
+        it meanwhile. Nothing here reads a device value back (no sync per decoding step)."""
         device = self.temperatures.device
         rows = rows.to(device)
         prev = self.initial[rows] if position == 0 else self.temperatures[rows, position - 1]
         hidden = logits.new_empty(logits.shape[0], 0)  # rules served here never read it
         decision = self.controller.temperature(logits, hidden, prev.to(logits.device), position)
         temp = decision.temperature.float()
-        bad = ~(torch.isfinite(temp) & (temp > 0))
-        if self.first_bad is None and bool(bad.any()):  # rare: one host read, then the error
-            self.first_bad = temp[bad][0].detach().cpu()
-        self.bad[rows] |= bad.to(device)
-        temp = temp.masked_fill(bad, 1.0)  # keeps vLLM's batch alive; the rollout then fails
         self.temperatures[rows, position] = temp.to(device)
         for key, value in decision.records.items():
             if key not in self.records:
@@ -73,7 +70,15 @@ class RuleCall:
                 self.records[key] = torch.zeros(shape, dtype=value.dtype, device=device)
             self.records[key][rows, position] = value.to(device)
         self.calls += 1
-        return temp
+        return torch.where(torch.isfinite(temp) & (temp > 0), temp, 1.0)
+
+    def bad_temperature(self, mask: Tensor) -> float | None:
+        """The first T (row-major) under `mask` [B, L] that is not a finite number > 0."""
+        table = self.temperatures[:, : mask.shape[1]]
+        bad = mask.bool() & ~(torch.isfinite(table) & (table > 0))
+        if not bool(bad.any()):
+            return None
+        return float(table[bad][0])
 
 
 def open_call(

@@ -88,6 +88,15 @@ def test_hidden_state_methods_and_unsupported_runs_are_refused(monkeypatch):
     assert err.value.key == "rollout.vllm.tensor_parallel_size"
 
 
+def test_fsdp_with_vllm_is_refused_in_one_line():
+    from tempo.runner import check_fsdp_run
+
+    with pytest.raises(ConfigError, match="tempo under trainer=fsdp") as err:
+        check_fsdp_run(None, None, RolloutConfig(engine="vllm"))
+    assert err.value.key == "rollout.engine"
+    check_fsdp_run(None, None, RolloutConfig())  # tempo's sampler: fine
+
+
 def test_introspective_is_refused_by_the_training_module(tiny_model, char_tokenizer, monkeypatch):
     from tempo.rl.grpo import GRPOConfig
     from tempo.rl.module import RLVRModule
@@ -150,8 +159,17 @@ def engine(vllm_model, char_tokenizer, eos_ids):
     # Built and first pushed under inference mode, as in a run that validates first (Lightning
     # validates under it): every later push in these tests happens outside it, which failed
     # on vLLM's inference tensors until the engine pushed under inference mode too.
-    with torch.inference_mode():
-        built.push_weights(vllm_model)
+    threads, set_threads = torch.get_num_threads(), torch.set_num_threads
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            built.push_weights(vllm_model)
+        built.threads_after_build = torch.get_num_threads()  # vLLM sets 1 for serving
+        torch.set_num_threads(3)  # vLLM's CPU worker turns this into a no-op
+        built.threads_set_after_build = torch.get_num_threads()
+    finally:
+        torch.set_num_threads = set_threads
+        torch.set_num_threads(threads)
     yield built
     built.close()
 
@@ -172,6 +190,12 @@ def _recomputed(model, rollout):
     ent = -(plain.exp() * plain).sum(-1) * rollout.mask
     ent_t = -(scaled.exp() * scaled).sum(-1) * rollout.mask
     return logp, ent, ent_t
+
+
+@needs_vllm
+def test_building_the_engine_keeps_the_trainers_torch_threads(engine):
+    assert engine.threads_after_build == 2  # trainer.threads is the user's, not vLLM's
+    assert engine.threads_set_after_build == 3  # and the trainer can still change it
 
 
 @needs_vllm
@@ -576,3 +600,50 @@ def test_ddp_runs_one_engine_per_rank_and_pushes_each_ranks_policy(tmp_path):
     assert len(gaps) == 2 and max(gaps) < 1e-3
     temps = [row["explore/temperature_std"] for row in rows if "explore/temperature_std" in row]
     assert temps and min(temps) > 0  # the rule set T token by token inside each engine
+
+
+# ---------------------------------------------------------------- tempo-eval (eval.engine=vllm)
+@needs_vllm
+def test_evaluation_through_vllm_has_tempos_greedy_answers(engine, vllm_model, char_tokenizer):
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from tempo.data.arithmetic import ArithmeticTask
+    from tempo.evaluation.module import EvalModule
+    from tempo.rewards.scorer import ScoredBatch
+
+    task = ArithmeticTask(num_test=12)
+    problems = list(task.test_problems())
+
+    def records(with_engine):
+        module = EvalModule(
+            vllm_model,
+            char_tokenizer,
+            EntropyDynamicTemperature(t0=1.5, theta=0.2),
+            24,
+            samples=3,
+            greedy=True,
+            engine=engine if with_engine else None,
+            stop_token_ids=engine.eos_token_ids,
+        )
+        module.begin_task(
+            lambda texts, golds: ScoredBatch(
+                [0.0] * len(texts), [False] * len(texts), [None] * len(texts)
+            )
+        )
+        trainer = L.Trainer(
+            accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+        )
+        trainer.validate(module, DataLoader(problems, batch_size=5, collate_fn=list), verbose=False)
+        return module.records
+
+    pushes = engine.pushes
+    theirs, ours = records(True), records(False)
+    assert engine.pushes == pushes + 1  # the weights go in once, at the first batch
+    assert len(theirs) == len(ours) == 12
+    for a, b in zip(theirs, ours, strict=True):
+        assert a["greedy_completion"] == b["greedy_completion"]
+        assert len(a["completions"]) == len(a["temperatures"]) == 3
+    # the rule decided T token by token inside vLLM: completions' mean T lie within its range
+    means = [t for r in theirs for t in r["temperatures"]]
+    assert all(0.1 <= t <= 1.5 for t in means) and min(means) < max(means)
