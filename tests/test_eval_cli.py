@@ -209,8 +209,6 @@ def test_a_local_model_directory_through_model_hub(tmp_path, tiny_model, char_to
         ("checkpoint={tmp}", "checkpoint='{tmp}' is invalid: allowed a .ckpt file or a run"),
         ("tasks=[arithmetic,nosuchtask]", "tasks='nosuchtask' is invalid: allowed one of"),
         ("eval.ks=[0,2]", "eval.ks=[0, 2] is invalid"),
-        ("eval.engine=sglang", "eval.engine='sglang' is invalid: allowed one of tempo, vllm"),
-        ("eval.vllm.dtype=fp8", "eval.vllm.dtype='fp8' is invalid: allowed one of auto"),
         # a task's own config the user never wrote: named under tasks, with the override to use
         ("tasks=[local]", "tasks='local' is invalid: allowed a task whose config works"),
     ],
