@@ -140,6 +140,16 @@ def run_evaluation(
         "stop_token_ids": io.stop_token_ids,
         "engine": opts.engine,
     }
+    engine = None
+    if opts.engine == "vllm":
+        engine = VLLMEngine(
+            opts.vllm,
+            parts.max_new_tokens,
+            io.stop_token_ids,
+            tokenizer.pad_token_id,
+            chunk_tokens=256,  # unused: evaluation computes no entropies
+            key="eval.engine",
+        )
     module = EvalModule(
         model,
         tokenizer,
@@ -150,16 +160,7 @@ def run_evaluation(
         seed,
         prompts=io.prompts,
         stop_token_ids=io.stop_token_ids,
-        engine=VLLMEngine(
-            opts.vllm,
-            parts.max_new_tokens,
-            io.stop_token_ids,
-            tokenizer.pad_token_id,
-            chunk_tokens=256,  # unused: evaluation computes no entropies
-            key="eval.engine",
-        )
-        if opts.engine == "vllm"
-        else None,
+        engine=engine,
     )
     trainer = _make_trainer(parts.device, run_dir)
     samples_path = run_dir / SAMPLES_FILE

@@ -398,7 +398,7 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         if self.llm is None:
-            raise RuntimeError("VLLMEngine.sample before push_weights: the engine has no weights")
+            raise RuntimeError("VLLMEngine sampled before push_weights: the engine has no weights")
         requests = [
             {"prompt_token_ids": row[keep.bool()].tolist()}
             for row, keep in zip(prompt_ids, prompt_mask, strict=True)

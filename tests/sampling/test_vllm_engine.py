@@ -504,6 +504,19 @@ def test_a_lora_policy_is_pushed_with_its_adapters_folded_in(
 
 
 # ---------------------------------------------------------------- DDP: one engine per rank
+def _ddp_tiny(cache_dir: str):
+    """The DDP test's model: head size 32 (vLLM's CPU attention), random weights, cached."""
+    from tests.test_ddp import RecordingTiny
+
+    return RecordingTiny(
+        hidden_size=128,
+        num_layers=2,
+        intermediate_size=128,
+        warmstart={"steps": 0},
+        cache_dir=cache_dir,
+    )
+
+
 def _ddp_worker(run_dir: str, out_dir: str, cache_dir: str) -> None:
     """One rank of a 2-process gloo run: tempo-train's `run_training` with rollout.engine=vllm
     and a per-token rule, so each rank builds its own engine beside the trainer's group."""
@@ -515,7 +528,7 @@ def _ddp_worker(run_dir: str, out_dir: str, cache_dir: str) -> None:
     from tempo.rl.grpo import GRPOConfig
     from tempo.rl.settings import EvalConfig, LoggerConfig, TrainerConfig
     from tempo.runner import RunParts, run_training
-    from tests.test_ddp import RecordingTask, RecordingTiny, RiggedReward
+    from tests.test_ddp import RecordingTask, RiggedReward
 
     rank = int(os.environ["RANK"])
     torch.set_num_threads(1)
@@ -536,13 +549,7 @@ def _ddp_worker(run_dir: str, out_dir: str, cache_dir: str) -> None:
     VLLMEngine.build = build
     try:
         task = RecordingTask()
-        tiny = RecordingTiny(
-            hidden_size=128,
-            num_layers=2,
-            intermediate_size=128,
-            warmstart={"steps": 0},
-            cache_dir=cache_dir,
-        )
+        tiny = _ddp_tiny(cache_dir)
         engine = {"dtype": "float32", "enforce_eager": True, "kv_cache_memory_bytes": 2**26}
         parts = RunParts(
             task=task,
@@ -574,17 +581,9 @@ def test_ddp_runs_one_engine_per_rank_and_pushes_each_ranks_policy(tmp_path):
 
     from tempo.data.arithmetic import ArithmeticTask
     from tests.gloo_ranks import run_ranks
-    from tests.test_ddp import RecordingTiny
 
     cache = str(tmp_path / "cache")
-    spec = RecordingTiny(
-        hidden_size=128,
-        num_layers=2,
-        intermediate_size=128,
-        warmstart={"steps": 0},
-        cache_dir=cache,
-    )
-    initial = spec.build(ArithmeticTask(num_test=4))[0].state_dict()
+    initial = _ddp_tiny(cache).build(ArithmeticTask(num_test=4))[0].state_dict()
     args = (str(tmp_path / "run"), str(tmp_path), cache)
     ranks = run_ranks(_ddp_worker, args, lambda r: tmp_path / f"rank{r}.pt", 2, 400)
     for rank, result in enumerate(ranks):  # vLLM joined the trainer's ranks, one engine each
